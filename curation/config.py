@@ -1,0 +1,213 @@
+"""Typed configuration: defaults < YAML file < `--set a.b=c` overrides, saved with every run.
+
+The config is a tree of dataclasses. The top level has `run`, `filters` and one section per
+registered stage, typed by that stage's own `Config` dataclass (declared in the stage's file, so a
+stage and its knobs live together). Unknown keys are errors that suggest the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user mistake in the config; the CLI prints it as one line."""
+
+
+@dataclass
+class StageConfig:
+    """Resource overrides every stage accepts; None keeps the stage's declared default."""
+
+    batch_size: int | None = None
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    concurrency: int | None = None  # actor pool max size for stateful stages
+
+
+@dataclass
+class RunConfig:
+    stages: list[str] | None = None  # None: every registered stage, in DAG order
+    address: str | None = None  # Ray cluster address; None starts a local Ray
+    num_cpus: int | None = None  # local Ray only; None = all cores
+    object_store_mb: int | None = None  # local Ray only
+    early_filter: bool = True  # apply thresholds right after the stage whose columns they read
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    # min_<column> / max_<column> -> threshold; null disables. Any numeric column works.
+    filters: dict[str, float | None] = field(default_factory=lambda: {"min_person_short_side": 384.0})
+    stages: dict[str, Any] = field(default_factory=dict)  # stage name -> its Config instance
+
+    def stage(self, name: str) -> Any:
+        return self.stages[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"run": dataclasses.asdict(self.run), "filters": dict(self.filters)}
+        for name, cfg in self.stages.items():
+            out[name] = dataclasses.asdict(cfg)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def section_hash(self, *keys: str) -> str:
+        """Hash of some top-level sections: what a stage's outputs depend on."""
+        d = self.to_dict()
+        blob = json.dumps({k: d.get(k) for k in keys}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def hash(self) -> str:
+        d = self.to_dict()
+        d["run"] = {k: v for k, v in d["run"].items() if k not in ("address", "num_cpus", "object_store_mb")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    near = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(sorted(valid))})"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check and convert a YAML value to a dataclass field's annotated type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value or {}, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{where}.{k}") if args else v for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if tp is int and float(value) != int(value):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return tp(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {where + '.' if where else ''}{key}{_suggest(key, names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file, then each `key=value` override, validated against the registry."""
+    from curation.stages import registry
+
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        loaded = yaml.safe_load(p.read_text())  # safe_load: a config never constructs objects
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+        tree.update(loaded or {})
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(tree, key, value)
+
+    stage_classes = registry.all_stages()
+    valid = ["run", "filters", *stage_classes]
+    for key in tree:
+        if key not in valid:
+            raise ConfigError(f"unknown config key {key}{_suggest(key, valid)}")
+    cfg = Config()
+    if "run" in tree:
+        cfg.run = build_dataclass(RunConfig, tree["run"] or {}, "run")
+    if "filters" in tree:
+        filters = dict(cfg.filters)
+        for k, v in (tree["filters"] or {}).items():
+            filters[k] = _coerce(v, float | None, f"filters.{k}")
+        cfg.filters = filters
+    for name, cls in stage_classes.items():
+        cfg.stages[name] = build_dataclass(cls.Config, tree.get(name) or {}, name)
+    validate_filters(cfg.filters)
+    if cfg.run.stages is not None:
+        for s in cfg.run.stages:
+            if s not in stage_classes:
+                raise ConfigError(f"run.stages: unknown stage {s!r}{_suggest(s, list(stage_classes))}")
+    return cfg
+
+
+def validate_filters(filters: dict[str, float | None]) -> None:
+    from curation.filters import rule_target
+    from curation.schema import COLUMNS
+
+    numeric = [c for c, t in COLUMNS.items() if _is_numeric(t)]
+    for key in filters:
+        kind, column = rule_target(key)
+        if kind not in ("min", "max") or not column:
+            raise ConfigError(f"filters.{key}: filter keys are min_<column> or max_<column>")
+        if column not in numeric:
+            raise ConfigError(f"filters.{key}: {column!r} is not a numeric column{_suggest(column, numeric)}")
+
+
+def _is_numeric(t: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t)

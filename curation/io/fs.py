@@ -1,0 +1,131 @@
+"""One filesystem API for local paths and `s3://` URIs (pyarrow.fs).
+
+S3 endpoint and credentials come from the usual AWS variables (AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, ...) or from URI query options (`?endpoint_override=...&scheme=http`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from functools import lru_cache
+from typing import Any
+
+import pyarrow.fs as pafs
+
+ALLOWED_SCHEMES = ("file", "s3")
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+@lru_cache(maxsize=64)
+def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+    scheme = uri.split("://", 1)[0]
+    if scheme not in ALLOWED_SCHEMES:
+        raise ValueError(f"unsupported storage scheme {scheme}:// (use a local path or s3://)")
+    if scheme == "s3" and os.environ.get("AWS_ENDPOINT_URL") and "endpoint_override" not in uri:
+        endpoint = os.environ["AWS_ENDPOINT_URL"]
+        fs = pafs.S3FileSystem(
+            endpoint_override=endpoint.split("://", 1)[-1],
+            scheme=endpoint.split("://", 1)[0] if "://" in endpoint else "https",
+            region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        )
+        return fs, uri.split("://", 1)[1].split("?", 1)[0]
+    return pafs.FileSystem.from_uri(uri)
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or a URI."""
+    return _resolve(uri.rstrip("/") if len(uri) > 1 else uri)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def exists(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_dir(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def is_file(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = resolve(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write whole-or-nothing: a crash never leaves a half file under the final name
+    (local: temp file + rename; S3: a PUT is atomic)."""
+    fs, path = resolve(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_bytes(uri, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
+
+
+def list_files(uri: str, recursive: bool = False) -> list[str]:
+    """Files under a directory, as URIs (or paths) in the caller's form, sorted."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=recursive))
+    prefix = uri.rstrip("/")
+    out = [prefix + "/" + i.path[len(path):].lstrip("/") for i in infos if i.type == pafs.FileType.File]
+    return sorted(out)
+
+
+def list_dirs(uri: str) -> list[str]:
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
+def delete_dir(uri: str) -> None:
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def delete_file(uri: str) -> None:
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_file(path)
+
+
+def makedirs(uri: str) -> None:
+    fs, path = resolve(uri)
+    fs.create_dir(path, recursive=True)

@@ -1,0 +1,118 @@
+"""Runs one map stage on a Ray Data batch: skip rejected rows, isolate failures, early filter.
+
+This is the callable handed to `map_batches`. It is built on the worker (so the stage's model
+loads once per actor in `setup()`), sees whole batches of a fused segment, and never loses a row:
+a batch that raises is retried once and then bisected until the bad rows are found; each bad row
+becomes a reject `error:<stage>` with its message in `error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.arrowutil import null_column, set_column, to_array
+from curation.config import Config
+from curation.filters import FilterRule, apply_rules
+from curation.schema import REJECT, REJECT_STAGE
+
+log = logging.getLogger(__name__)
+from curation.schema import ERROR
+
+
+class StageRunner:
+    def __init__(self, stage_cls: type, config: Config, rules: list[FilterRule], num_threads: int):
+        self.stage = stage_cls(config)
+        self.stage.num_threads = num_threads
+        self.rules = rules
+        self._set_threads(num_threads)
+        self.stage.setup()
+        self.seconds = 0.0
+
+    @staticmethod
+    def _set_threads(n: int) -> None:
+        import sys
+
+        if "torch" in sys.modules:  # a stage that uses torch imported it already
+            sys.modules["torch"].set_num_threads(max(1, n))
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        name = self.stage.name
+        if REJECT not in table.column_names:
+            table = table.append_column(REJECT, null_column(REJECT, table.num_rows))
+            table = table.append_column(REJECT_STAGE, null_column(REJECT_STAGE, table.num_rows))
+        if ERROR not in table.column_names:
+            table = table.append_column(ERROR, pa.nulls(table.num_rows, pa.string()))
+        alive_mask = pc.is_null(table.column(REJECT))
+        alive = table.filter(alive_mask)
+        dead = table.filter(pc.invert(alive_mask))
+        t0 = time.perf_counter()
+        cols, rejects, errors = self._process_isolating(alive)
+        self.seconds += time.perf_counter() - t0
+        for col in self.stage.produces:
+            alive = set_column(alive, col, cols[col])
+            dead = set_column(dead, col, null_column(col, dead.num_rows, cols[col].type))
+        if self.rules:
+            rule_rejects = apply_rules(self.rules, alive)
+            rejects = [r if r is not None else rr for r, rr in zip(rejects, rule_rejects)]
+        reject_arr = pa.array(rejects, pa.string())
+        alive = set_column(alive, REJECT, reject_arr)
+        stage_col = pc.if_else(pc.is_null(reject_arr), pa.scalar(None, pa.string()), pa.scalar(name))
+        alive = set_column(alive, REJECT_STAGE, stage_col)
+        alive = set_column(alive, ERROR, pa.array(errors, pa.string()))
+        return pa.concat_tables([alive, dead.select(alive.column_names)]) if dead.num_rows else alive
+
+    def _process_isolating(self, alive: pa.Table) -> tuple[dict[str, pa.Array], list, list]:
+        """Process rows; on an exception retry once, then bisect so only bad rows are rejected."""
+        try:
+            return self._process(alive)
+        except Exception as first:  # noqa: BLE001 - any failure is isolated, recorded, never fatal
+            if alive.num_rows <= 1:
+                try:
+                    return self._process(alive)
+                except Exception as again:  # noqa: BLE001
+                    return self._failed(alive, again)
+            log.warning("stage %s failed on a batch of %d rows (%s); bisecting", self.stage.name,
+                        alive.num_rows, first)
+            mid = alive.num_rows // 2
+            a = self._process_isolating(alive.slice(0, mid))
+            b = self._process_isolating(alive.slice(mid))
+            cols = {c: _concat(a[0][c], b[0][c]) for c in self.stage.produces}
+            return cols, a[1] + b[1], a[2] + b[2]
+
+    def _process(self, alive: pa.Table) -> tuple[dict[str, pa.Array], list, list]:
+        n = alive.num_rows
+        if n == 0:
+            return {c: null_column(c, 0) for c in self.stage.produces}, [], []
+        required = [c for c in self.stage.required_columns() if c in alive.column_names]
+        out: dict[str, Any] = self.stage.process(alive.select(required))
+        cols = {}
+        for col in self.stage.produces:
+            if col not in out:
+                raise KeyError(f"stage {self.stage.name} did not return column {col!r}")
+            arr = to_array(col, out[col])
+            if len(arr) != n:
+                raise ValueError(f"stage {self.stage.name} returned {len(arr)} values of {col!r} for {n} rows")
+            cols[col] = arr
+        rejects = list(out.get(REJECT) or [None] * n)
+        return cols, rejects, [None] * n
+
+    def _failed(self, rows: pa.Table, exc: Exception) -> tuple[dict[str, pa.Array], list, list]:
+        n = rows.num_rows
+        cols = {c: null_column(c, n) for c in self.stage.produces}
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        return cols, [f"error:{self.stage.name}"] * n, [message] * n
+
+
+def _concat(a: pa.Array, b: pa.Array) -> pa.Array:
+    """Concatenate halves of a bisected batch; an all-null half takes the other half's type."""
+    if a.type != b.type:
+        if a.null_count == len(a):
+            a = pa.nulls(len(a), b.type)
+        elif b.null_count == len(b):
+            b = pa.nulls(len(b), a.type)
+    return pa.concat_arrays([a, b])

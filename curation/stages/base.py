@@ -1,0 +1,88 @@
+"""What every stage is: a named, picklable class whose fields are its config.
+
+Kinds:
+  read   - `ingest`: turns an input shard spec into rows (the runner calls `read_shard`).
+  map    - per image: `process(table) -> columns` on the rows still kept. Cheap to build; models
+           load in `setup()`, once per Ray actor (`stateful = True`) or per task.
+  global - sees the whole kept dataset at once: `run_global(ds, ctx) -> ds`.
+  write  - `shard`: writes the final WebDataset tars and the manifest.
+
+A stage never drops rows. It returns its columns for every row it was given, and may set a
+per-row `reject` reason; the runner records it in the ledger and stops the row there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from curation.config import Config, StageConfig
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Resources:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    batch_size: int = 64
+    concurrency: int | None = None  # max actors of a stateful stage; None = as many as fit
+
+
+class Stage:
+    name: ClassVar[str]
+    kind: ClassVar[str] = "map"
+    order: ClassVar[int]  # position in the DAG
+    requires: ClassVar[tuple[str, ...]] = ()  # columns read (from earlier stages)
+    produces: ClassVar[tuple[str, ...]] = ()  # columns added (declared in schema.py)
+    rejects: ClassVar[tuple[str, ...]] = ()  # reasons this stage may give, for docs and `curate stages`
+    resources: ClassVar[Resources] = Resources()
+    stateful: ClassVar[bool] = False  # True: runs in an actor pool (a model loaded once per actor)
+    uses_gpu: ClassVar[bool] = False
+    Config: ClassVar[type] = StageConfig
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.cfg = config.stages.get(self.name) if config.stages else None
+
+    # -- configuration -------------------------------------------------------------------------
+    def config_sections(self) -> tuple[str, ...]:
+        """Config sections this stage's output depends on; a change there re-runs the stage."""
+        return (self.name,)
+
+    def required_columns(self) -> tuple[str, ...]:
+        return self.requires
+
+    def effective_resources(self) -> Resources:
+        r, c = self.resources, self.cfg
+        if c is None:
+            return r
+        return Resources(
+            num_cpus=r.num_cpus if c.num_cpus is None else c.num_cpus,
+            num_gpus=r.num_gpus if c.num_gpus is None else c.num_gpus,
+            batch_size=r.batch_size if c.batch_size is None else c.batch_size,
+            concurrency=r.concurrency if c.concurrency is None else c.concurrency,
+        )
+
+    def check(self) -> None:
+        """Start-up checks before any work (weights present, config consistent). Raise to stop."""
+
+    # -- work ----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Load models. Called once per actor (stateful) or once per task."""
+
+    def process(self, table: pa.Table) -> dict[str, Any]:
+        """map stages: columns for every row of `table` (kept rows with `required_columns()`).
+
+        Return `{column: values}` for each of `produces` (lists, numpy arrays; [N, D] arrays for
+        fixed-size list columns), optionally `reject` (a reason or None per row).
+        """
+        raise TypeError(f"stage {self.name} is not a map stage")
+
+    def run_global(self, ds: Any, ctx: Any) -> Any:
+        """global stages: `ds` is a Ray Dataset of kept rows with `id`, `input_shard` and
+        `required_columns()`. Return a Ray Dataset with `id`, `input_shard`, `produces` and
+        `reject` (null when kept) for every input row. `ctx` is a GlobalContext."""
+        raise TypeError(f"stage {self.name} is not a global stage")
