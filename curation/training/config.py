@@ -1,0 +1,170 @@
+"""Typed pretraining config: defaults < YAML file < `--set a.b=c` overrides.
+
+The resolved config is written to `OUT/config.yaml` and stored inside every checkpoint, so a run
+can be reproduced from either. Validation (unknown keys with a suggestion, type checks) is the
+project's one implementation in `curation.config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curation.config import ConfigError, build_dataclass, parse_override
+
+
+@dataclass
+class ModelConfig:
+    name: str = "sapiens2-0.4b"  # a named size from curation.training.backbone.SIZES
+    window_layers: int | None = None  # 4K variant: layers inside 4x4-token windows; None = the size's default
+    layer_scale_init: float = 1e-4
+    decoder_dim: int = 512  # MAE decoder: light, as in MAE
+    decoder_depth: int = 4
+    decoder_heads: int = 16
+    grad_checkpointing: bool = False  # recompute block activations in backward (large sizes)
+
+
+@dataclass
+class MAEConfig:
+    mask_ratio: float = 0.75
+    norm_pix: bool = True  # per-patch normalised pixel targets (MAE paper)
+
+
+@dataclass
+class CLConfig:
+    weight: float = 1.0  # lambda in L = L_MAE + lambda * L_CL
+    prototypes: int = 65536
+    head_hidden: int = 2048
+    head_bottleneck: int = 256
+    head_layers: int = 3
+    normalization: str = "centering"  # or "sinkhorn"
+    center_momentum: float = 0.9
+    sinkhorn_iters: int = 3
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    teacher_temp_warmup_start: float = 0.04
+    teacher_temp_warmup_steps: int = 10000
+    momentum_start: float = 0.994  # teacher EMA momentum, cosine to momentum_end over the run
+    momentum_end: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    data: str = ""  # manifest.json, or a shard pattern (local, s3://, pipe:)
+    batch_size: int = 32  # per rank and micro-step
+    global_size: list[int] = field(default_factory=lambda: [1024, 768])  # H, W
+    local_size: list[int] = field(default_factory=lambda: [256, 192])
+    local_crops: int = 4
+    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])  # area fraction
+    local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+    # Mild colour jitter only: colour cues matter for albedo downstream.
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.1
+    jitter_prob: float = 0.5
+    hflip_prob: float = 0.5
+    shuffle_buffer: int = 1000
+    shuffle_initial: int = 100
+    num_workers: int = 4
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4  # peak learning rate, reached after warmup
+    min_lr: float = 1e-6
+    warmup_steps: int = 5000
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    layer_decay: float = 1.0  # layer-wise LR decay; 1.0 = off (pretraining), ~0.9 for fine-tuning
+    clip_grad: float = 3.0  # max global grad norm; 0 = off
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100000  # optimiser steps
+    accum_steps: int = 1  # micro-batches per optimiser step
+    seed: int = 0
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    strategy: str = "auto"  # auto | none | ddp | fsdp ; auto = fsdp for >= 1B params when distributed
+    log_every: int = 10
+    ckpt_every: int = 1000
+    keep_checkpoints: int = 2  # numbered checkpoints kept besides checkpoint-last.pt
+    tensorboard: bool = True  # only if the tensorboard package is installed
+    progress: str = "auto"  # auto (rich bar on a TTY, lines otherwise) | bar | lines | off
+
+
+@dataclass
+class PretrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
+    cl: CLConfig = field(default_factory=CLConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> PretrainConfig:
+        cfg = build_dataclass(cls, tree, "")
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if not 0.0 <= self.mae.mask_ratio < 1.0:
+            raise ConfigError(f"mae.mask_ratio must be in [0, 1), got {self.mae.mask_ratio}")
+        if self.cl.normalization not in ("centering", "sinkhorn"):
+            raise ConfigError(f"cl.normalization must be centering or sinkhorn, got {self.cl.normalization!r}")
+        if self.train.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {self.train.precision!r}")
+        if self.train.strategy not in ("auto", "none", "ddp", "fsdp"):
+            raise ConfigError(f"train.strategy must be auto, none, ddp or fsdp, got {self.train.strategy!r}")
+        if self.train.progress not in ("auto", "bar", "lines", "off"):
+            raise ConfigError(f"train.progress must be auto, bar, lines or off, got {self.train.progress!r}")
+        for key in ("global_size", "local_size", "global_scale", "local_scale"):
+            if len(getattr(self.data, key)) != 2:
+                raise ConfigError(f"data.{key} needs two values, got {getattr(self.data, key)}")
+        if self.train.accum_steps < 1 or self.data.batch_size < 1 or self.train.steps < 1:
+            raise ConfigError("train.steps, train.accum_steps and data.batch_size must be >= 1")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *sections, leaf = dotted.split(".")
+    node = tree
+    for name in sections:
+        node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {name} is not a section")
+    node[leaf] = value
+
+
+def load_pretrain_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **fields: Any,
+) -> PretrainConfig:
+    """Defaults, then the YAML file, then `fields` ("data.data" style keys from CLI flags), then --set."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        loaded = yaml.safe_load(p.read_text())  # safe_load: a config never constructs objects
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+        tree = loaded or {}
+    for dotted, value in fields.items():
+        if value is not None:
+            _set_dotted(tree, dotted.replace("__", "."), value)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return PretrainConfig.from_dict(tree)

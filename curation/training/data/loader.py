@@ -1,0 +1,167 @@
+"""The pretraining data loader: shards split per rank and per worker, shuffled, decoded, multi-cropped.
+
+Each rank runs `num_streams` independent, endless sample streams (one per DataLoader worker).
+Stream `k` of rank `r` reads, in epoch `e`, the shards `perm_e[r::world][k::num_streams]` where
+`perm_e` is a seeded permutation of all shards, the same on every rank. A stream that finishes its
+shards moves on to its next epoch by itself; training counts optimiser steps, so ranks with
+unequal shard counts never wait on each other.
+
+Every batch carries its stream's position; the trainer's `DataPosition` keeps the last one per
+stream and goes into the checkpoint. On resume each stream restarts exactly there
+(`shuffled_samples`). We split shards ourselves rather than with `wds.split_by_node/worker`
+because a resumed DataLoader always starts its round-robin at worker 0: mapping worker w to
+stream (w + batches_seen) % num_streams keeps the batch order of the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from curation.training.data.augment import MultiCrop
+from curation.training.data.shards import Shard
+from curation.training.data.stream import shuffled_samples
+
+log = logging.getLogger(__name__)
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class DataPosition:
+    """Per stream (epoch, samples consumed in that epoch), plus batches seen: the loader's resume state."""
+
+    def __init__(self, num_streams: int, state: dict[str, Any] | None = None):
+        self.num_streams = num_streams
+        self.streams = {k: (0, 0) for k in range(num_streams)}
+        self.batches = 0
+        if state is not None:
+            if state["num_streams"] != num_streams:
+                log.warning(
+                    "data position saved with %d streams, now %d: restarting the streams at their epoch start",
+                    state["num_streams"], num_streams,
+                )
+                epoch = min(e for e, _ in state["streams"].values())
+                self.streams = {k: (epoch, 0) for k in range(num_streams)}
+            else:
+                self.streams = {int(k): (int(e), int(p)) for k, (e, p) in state["streams"].items()}
+                self.batches = int(state["batches"])
+
+    def update(self, position: tuple[int, int, int]) -> None:
+        stream, epoch, pos = position
+        self.streams[stream] = (epoch, pos)
+        self.batches += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"num_streams": self.num_streams, "streams": dict(self.streams), "batches": self.batches}
+
+    @property
+    def epoch(self) -> int:
+        return min(e for e, _ in self.streams.values())
+
+
+class PretrainStream(IterableDataset):
+    def __init__(
+        self,
+        shards: list[Shard],
+        transform: MultiCrop,
+        position: DataPosition,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
+        shuffle_initial: int = 100,
+    ):
+        self.shards, self.transform = shards, transform
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.bufsize, self.initial = shuffle_buffer, shuffle_initial
+        self.num_streams = position.num_streams
+        self.start = dict(position.streams)
+        self.rotation = position.batches % position.num_streams
+
+    def stream_shards(self, epoch: int, stream: int) -> list[Shard]:
+        order = list(range(len(self.shards)))
+        random.Random(_seed(self.seed, epoch)).shuffle(order)
+        mine = order[self.rank :: self.world_size][stream :: self.num_streams]
+        return [self.shards[i] for i in mine]
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        yield from self.stream((worker + self.rotation) % self.num_streams)
+
+    def stream(self, stream: int):
+        epoch, pos = self.start[stream]
+        while True:
+            shards = self.stream_shards(epoch, stream)
+            samples = shuffled_samples(
+                shards,
+                bufsize=self.bufsize,
+                initial=self.initial,
+                seed=_seed(self.seed, epoch, self.rank, stream),
+                start=pos,
+            )
+            produced = 0
+            for raw in samples:
+                pos += 1
+                produced += 1
+                item = self.decode(raw, _seed(self.seed, epoch, self.rank, stream, pos))
+                if item is not None:
+                    item["position"] = (stream, epoch, pos)
+                    yield item
+            if produced == 0 and pos == 0:
+                raise ValueError(f"rank {self.rank} stream {stream}: its shards hold no samples")
+            epoch, pos = epoch + 1, 0
+
+    def decode(self, raw: dict[str, Any], seed: int) -> dict[str, Any] | None:
+        key = next((k for k in IMAGE_KEYS if k in raw), None)
+        try:
+            if key is None:
+                raise ValueError(f"no image ({'/'.join(IMAGE_KEYS)}) in sample")
+            image = Image.open(io.BytesIO(raw[key]))
+            image.draft("RGB", self.transform.decode_size())
+            gen = torch.Generator().manual_seed(seed)
+            return self.transform(image, gen)
+        except Exception as exc:  # a bad image is skipped, never a crashed run
+            log.warning("skipping sample %s from %s: %s", raw.get("__key__"), raw.get("__url__"), exc)
+            return None
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "global": torch.stack([it["global"] for it in items]),  # [B, G, 3, H, W]
+        "local": torch.stack([it["local"] for it in items]),  # [B, L, 3, h, w]
+        "position": items[-1]["position"],  # the stream's position after this batch
+    }
+
+
+def num_streams_for(num_shards: int, world_size: int, num_workers: int) -> int:
+    if num_shards < world_size:
+        raise ValueError(f"{num_shards} shards cannot feed {world_size} ranks: need at least one shard per rank")
+    return max(1, min(num_workers, num_shards // world_size))
+
+
+def build_loader(
+    dataset: PretrainStream, batch_size: int, num_workers: int, pin_memory: bool = False
+) -> DataLoader:
+    workers = dataset.num_streams if num_workers > 0 else 0
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
+        in_order=True,  # batch k comes from worker k % workers: the resume mapping relies on it
+    )

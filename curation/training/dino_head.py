@@ -1,0 +1,43 @@
+"""Prototype head for [CLS] self-distillation (DINO / DINOv2 `DINOHead`)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class DINOHead(nn.Module):
+    """MLP to a bottleneck, L2-normalise, then cosine similarity to K learned prototypes.
+
+    DINO weight-normalises the last layer and freezes its gain at 1; normalising the prototype
+    rows in forward is the same function without a parametrisation (which FSDP and EMA would
+    otherwise have to know about).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_prototypes: int = 65536,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        num_layers: int = 3,
+    ):
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(dims) - 2:
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        self.prototypes = nn.Parameter(torch.empty(num_prototypes, bottleneck_dim))  # [K, bottleneck]
+        nn.init.trunc_normal_(self.prototypes, std=0.02)
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.normalize(self.mlp(x), dim=-1, eps=1e-6)  # [B, bottleneck]
+        return F.linear(x, F.normalize(self.prototypes, dim=-1, eps=1e-6))  # [B, K], cosine logits

@@ -1,0 +1,9 @@
+"""Transformer building blocks, one per file (dinov2 `layers/` style)."""
+
+from curation.training.layers.attention import Attention
+from curation.training.layers.block import Block
+from curation.training.layers.ffn import SwiGLUFFN
+from curation.training.layers.layer_scale import LayerScale
+from curation.training.layers.rope import Rope2D, apply_rope
+
+__all__ = ["Attention", "Block", "LayerScale", "Rope2D", "SwiGLUFFN", "apply_rope"]

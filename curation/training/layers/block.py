@@ -1,0 +1,33 @@
+"""Pre-norm transformer block: RMSNorm -> attention -> LayerScale, RMSNorm -> SwiGLU -> LayerScale."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from curation.training.layers.attention import Attention
+from curation.training.layers.ffn import SwiGLUFFN
+from curation.training.layers.layer_scale import LayerScale
+
+
+class Block(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_kv_heads: int | None = None,
+        mlp_ratio: float = 4.0,
+        layer_scale_init: float | None = 1e-4,
+        qk_norm: bool = True,
+    ):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, num_kv_heads, qk_norm=qk_norm)
+        self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
+        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
+        self.mlp = SwiGLUFFN(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
+
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        x = x + self.ls1(self.attn(self.norm1(x), rope))  # [B, N, D]
+        x = x + self.ls2(self.mlp(self.norm2(x)))  # [B, N, D]
+        return x
