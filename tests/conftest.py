@@ -1,0 +1,46 @@
+"""Shared test setup: offline, quiet tools; one local Ray for the whole session; the sample crawl."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+_TMP = tempfile.mkdtemp(prefix="curate-tests-")
+for key, value in {
+    "RAY_AUTH_MODE": "disabled",
+    "YOLO_OFFLINE": "1",
+    "YOLO_CONFIG_DIR": os.path.join(_TMP, "yolo"),
+    "HF_HUB_OFFLINE": "1",
+    "MPLCONFIGDIR": os.path.join(_TMP, "mpl"),
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "OMP_NUM_THREADS": "1",
+}.items():
+    os.environ.setdefault(key, value)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A 2-CPU local Ray shared by every test that runs the pipeline in-process."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+
+
+@pytest.fixture(scope="session")
+def sample_crawl(tmp_path_factory):
+    from curation.sample_crawl import build_sample_crawl
+
+    root = tmp_path_factory.mktemp("crawl")
+    info = build_sample_crawl(str(root), form="folder", seed=0)
+    return root, info
+
+
+def base_overrides(*extra: str) -> list[str]:
+    """The non-model DAG: what the foundation tests run end to end."""
+    return ["run.stages=[ingest,decode,filter,shard]", "filters.min_person_short_side=null",
+            "ingest.shard_size=16", *extra]
