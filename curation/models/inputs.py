@@ -21,19 +21,29 @@ def short_side_for(width: int | None, height: int | None, long_side: int) -> int
     return max(1, math.ceil(long_side * min(width, height) / max(width, height)))
 
 
-def decode_rows(table: pa.Table, long_side: int | None = None, short_side: int | None = None
-                ) -> tuple[list[np.ndarray | None], list[float], list[str | None]]:
-    """(RGB arrays, factor to original pixels, error message) per row; a row that fails to decode
-    gets None and its message, so the stage can reject that row alone."""
-    data = table.column("image").to_pylist()
-    n = len(data)
+def sizes(table: pa.Table) -> tuple[list[int | None], list[int | None]]:
+    """Original (oriented) width and height per row, from `decode`'s columns."""
+    n = table.num_rows
     widths = table.column("width").to_pylist() if "width" in table.column_names else [None] * n
     heights = table.column("height").to_pylist() if "height" in table.column_names else [None] * n
+    return widths, heights
+
+
+def decode_rows(table: pa.Table, long_side: int | None = None, short_sides: list[int | None] | None = None
+                ) -> tuple[list[np.ndarray | None], list[float], list[str | None]]:
+    """(RGB arrays, factor to original pixels, error message) per row; a row that fails to decode
+    gets None and its message, so the stage can reject that row alone.
+
+    `long_side`: every row decoded so that its long side still covers it (letterboxing models);
+    `short_sides`: a short side per row (None: full size)."""
+    data = table.column("image").to_pylist()
+    widths, heights = sizes(table)
+    if short_sides is None:
+        short_sides = [short_side_for(w, h, long_side) if long_side else None for w, h in zip(widths, heights)]
     arrays: list[np.ndarray | None] = []
     factors: list[float] = []
     errors: list[str | None] = []
-    for blob, w, h in zip(data, widths, heights):
-        need = short_side if long_side is None else short_side_for(w, h, long_side)
+    for blob, need in zip(data, short_sides):
         try:
             arr, factor = decode_rgb(blob, need)
             arrays.append(arr)

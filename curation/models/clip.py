@@ -1,0 +1,139 @@
+"""open_clip models: image embeddings for `embed`, text embeddings for `quality`'s zero-shot realism.
+
+Any open_clip model name and pretrained tag (default `ViT-B-32` / `laion2b_s34b_b79k`). Staged
+weights load from a file, which loses what the tag would have told open_clip (normalisation,
+resize mode, QuickGELU), so those are passed explicitly from the tag's pretrained config: the
+transform is exactly the one `create_model_and_transforms(model, pretrained=tag)` builds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from curation.config import ConfigError
+from curation.models.weights import RANDOM, WeightFile
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+
+def weight_file(stage: str, key: str, model: str, pretrained: str, weights: str | None) -> WeightFile:
+    stem = f"open_clip_{model}_{pretrained}"
+    return WeightFile(stage=stage, key=key, file=stem + ".safetensors", library="open_clip",
+                      ref=f"{model}:{pretrained}", explicit=None if weights in (None, RANDOM) else weights,
+                      random=weights == RANDOM, alternatives=(stem + ".bin", stem + ".pt"))
+
+
+def check_model(model: str, pretrained: str, key: str) -> None:
+    import open_clip
+
+    if model not in open_clip.list_models():
+        import difflib
+
+        near = difflib.get_close_matches(model, open_clip.list_models(), n=1)
+        raise ConfigError(f"{key}.model: open_clip has no model {model!r}" + (f" (did you mean {near[0]!r}?)"
+                                                                              if near else ""))
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if pretrained not in tags:
+        raise ConfigError(f"{key}.pretrained: {model} has no tag {pretrained!r} (known: {', '.join(tags)})")
+
+
+def embed_dim(model: str) -> int:
+    import open_clip
+
+    return int(open_clip.get_model_config(model)["embed_dim"])
+
+
+class ClipModel:
+    """One open_clip model. `path=None` means random weights (asked for explicitly), seeded so that
+    every actor, and `embed` and `quality` alike, build the same random model."""
+
+    def __init__(self, model: str, pretrained: str, path: str | None, device: str = "cpu", seed: int = 0,
+                 image_tower: bool = True):
+        import open_clip
+
+        from curation.models.device import seeded
+
+        pcfg = open_clip.get_pretrained_cfg(model, pretrained) or {}
+        kwargs = dict(image_mean=pcfg.get("mean"), image_std=pcfg.get("std"),
+                      image_interpolation=pcfg.get("interpolation"), image_resize_mode=pcfg.get("resize_mode"),
+                      force_quick_gelu=bool(pcfg.get("quick_gelu", False)))
+        with seeded(seed) if path is None else contextlib.nullcontext():
+            net, _, self.preprocess = open_clip.create_model_and_transforms(
+                model, pretrained=None if path is None else str(path), **kwargs)
+        size = net.visual.image_size
+        self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
+        if not image_tower:
+            net.visual = None  # quality needs text only: free the image tower, and it cannot run
+        self.model = net.eval().to(device)
+        self.tokenizer = open_clip.get_tokenizer(model)
+        self.device = device
+        self.dim = embed_dim(model)
+
+    def _autocast(self):
+        import torch
+
+        if self.device.startswith("cuda"):
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def encode_images(self, images: list) -> np.ndarray:
+        """PIL RGB images -> L2-normalised float32 [N, D], through the model's own transform."""
+        import torch
+
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        x = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+        with torch.inference_mode(), self._autocast():
+            f = self.model.encode_image(x).float()
+        return torch.nn.functional.normalize(f, dim=-1).cpu().numpy()
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        tokens = self.tokenizer(texts).to(self.device)
+        with torch.inference_mode(), self._autocast():
+            f = self.model.encode_text(tokens).float()
+        return torch.nn.functional.normalize(f, dim=-1).cpu().numpy()
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp().item())
+
+
+# Zero-shot realism: is this a photograph, or one of the things the web passes off as one?
+# Several phrasings per class and per subject, averaged (CLIP's prompt ensembling).
+REALISM_CLASSES: dict[str, list[str]] = {
+    "photo": ["a photo", "a DSLR photograph", "a smartphone snapshot", "a candid photograph"],
+    "render": ["a 3D render", "a CGI image"],
+    "cartoon": ["a cartoon", "an anime drawing"],
+    "illustration": ["an illustration", "a pencil sketch", "a digital drawing"],
+    "painting": ["a painting", "a watercolor painting"],
+    "game": ["a video game screenshot", "a screenshot from a video game"],
+}
+# 15 phrasings x 3 templates = 45 prompts: ~1 s once per actor on one CPU core.
+REALISM_TEMPLATES = ["{}.", "{} of a person.", "{} of people."]
+
+
+class RealismScorer:
+    """P(photograph) from stored CLIP image embeddings; class texts are embedded once, at build."""
+
+    def __init__(self, clip: ClipModel):
+        prompts = [[t.format(p) for p in phrasings for t in REALISM_TEMPLATES]
+                   for phrasings in REALISM_CLASSES.values()]
+        e = clip.encode_texts([p for group in prompts for p in group])  # one batch for every class
+        rows, start = [], 0
+        for group in prompts:
+            mean = e[start:start + len(group)].mean(axis=0)
+            rows.append(mean / np.linalg.norm(mean))
+            start += len(group)
+        self.classes = np.stack(rows).astype(np.float32)  # [C, D], "photo" first
+        self.scale = clip.logit_scale
+
+    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
+        logits = self.scale * (embeddings @ self.classes.T)  # [N, C]
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return (p[:, 0] / p.sum(axis=1)).astype(np.float32)
