@@ -1,0 +1,90 @@
+"""`text`: text and watermark overlays: the fraction of the image covered by text, and the boxes.
+
+`text_area` is the area of the union of the text quadrilaterals over the image area (overlapping
+boxes count once), measured at the detector's resolution. Thresholds (`filters.max_text_area`)
+decide; this stage only measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from curation.config import StageConfig
+from curation.models.inputs import decode_rows
+from curation.models.weights import WeightFile
+from curation.schema import REJECT
+from curation.stages.base import Resources, Stage
+from curation.stages.registry import register_stage
+
+
+@dataclass
+class TextConfig(StageConfig):
+    max_side: int = 960  # detector input: long side shrunk to this, never enlarged
+    box_thresh: float = 0.5  # DB detector box score
+    min_text_score: float = 0.5  # recognition confidence that makes a box text (RapidOCR's text_score)
+    recognize: bool = True  # false: detector boxes only (faster, more false positives on texture)
+    min_chars: int = 2  # a box must read as this many characters (one glyph is usually texture)
+
+
+@register_stage
+class TextStage(Stage):
+    name = "text"
+    kind = "map"
+    order = 60
+    requires = ("image", "width", "height")
+    produces = ("text_area", "text_boxes")
+    rejects = ("error:text",)
+    # onnxruntime's CPU build (what rapidocr-onnxruntime installs): a CPU stage even on GPU nodes.
+    resources = Resources(num_cpus=1.0, num_gpus=0.0, batch_size=16)
+    stateful = True
+    uses_gpu = False
+    Config = TextConfig
+    description = "PP-OCRv4 (rapidocr) text/watermark overlay: covered area fraction and boxes"
+    random_weights = False  # PP-OCRv4 ships inside rapidocr-onnxruntime
+
+    def weight_files(self) -> list[WeightFile]:
+        from pathlib import Path
+
+        from curation.models.ocr import model_files
+
+        return [WeightFile(self.name, "text", f"rapidocr_onnxruntime/{Path(p).name}", "package", p)
+                for p in model_files()]
+
+    def check(self) -> None:
+        from curation.models.weights import resolve
+
+        resolve(self.weight_files())
+
+    def setup(self) -> None:
+        from curation.models.ocr import OverlayTextDetector
+
+        c = self.cfg
+        threads = int(round(getattr(self, "num_threads", None) or self.effective_resources().num_cpus)) or 1
+        self.model = OverlayTextDetector(max_side=c.max_side, box_thresh=c.box_thresh,
+                                         min_text_score=c.min_text_score, recognize=c.recognize,
+                                         min_chars=c.min_chars, threads=threads)
+
+    def process(self, table: pa.Table) -> dict[str, Any]:
+        import cv2
+
+        arrays, factors, errors = decode_rows(table, long_side=self.cfg.max_side)
+        ok = [i for i, a in enumerate(arrays) if a is not None]
+        found = self.model([arrays[i] for i in ok])
+        n = table.num_rows
+        area: list[float | None] = [None] * n
+        boxes: list[list | None] = [None] * n
+        for i, (quads, scores) in zip(ok, found):
+            h, w = arrays[i].shape[:2]
+            mask = np.zeros((h, w), np.uint8)
+            if len(quads):
+                cv2.fillPoly(mask, [np.round(q).astype(np.int32) for q in quads], 1)
+            area[i] = float(mask.mean())
+            f = factors[i]  # decoded pixels -> original pixels
+            boxes[i] = [[float(q[:, 0].min() * f), float(q[:, 1].min() * f), float(q[:, 0].max() * f),
+                         float(q[:, 1].max() * f), float(s)] for q, s in zip(quads, scores)]
+        return {"text_area": area, "text_boxes": boxes,
+                REJECT: [None if e is None else "error:text" for e in errors]}
