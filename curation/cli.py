@@ -179,7 +179,7 @@ def main() -> None:
     except (ConfigError, InputError) as exc:
         if STATE["debug"]:
             raise
-        console.print(f"error: {exc}", markup=False, highlight=False)
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -195,7 +195,7 @@ def main() -> None:
             sys.exit(130)
         if STATE["debug"]:
             raise
-        console.print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", markup=False)
+        console.print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", markup=False, soft_wrap=True)
         sys.exit(1)
 
 

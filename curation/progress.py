@@ -25,7 +25,5 @@ class LineProgress:
         if not last and now - self._last.get(job, 0.0) < self.every_s:
             return
         self._last[job] = now
-        rate = event.get("rows", 0)
         secs = max(event.get("seconds", 0.0), 1e-6)
         self.console.print(f"{job}: {event['done']}/{event['total']} shards ({secs:.1f}s)", highlight=False)
-        _ = rate
