@@ -21,11 +21,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	rm -rf demo-crawl
-	$(CURATE) sample-crawl demo-crawl
-	$(CURATE) run --input demo-crawl --output demo-out --config configs/demo.yaml
-	$(CURATE) manifest verify demo-out/shards/manifest.json
-	$(CURATE) status demo-out
+	CURATE=$(CURATE) bash scripts/demo.sh
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
