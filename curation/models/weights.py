@@ -246,8 +246,12 @@ def weights_record(config: Config) -> list[dict[str, Any]]:
                                  "where": RANDOM if w.random else "missing", "sha256": None}
         hit = None if w.random else find(w)
         if hit is not None:
-            entry.update(path=str(hit.path), where=hit.where,
-                         sha256=read_index(hit.path.parent).get(hit.path.name, {}).get("sha256"))
+            # Checksums come from a fetch index, or are computed for the small packaged models;
+            # hashing a multi-GB checkpoint at every start is not worth it.
+            digest = read_index(hit.path.parent).get(hit.path.name, {}).get("sha256")
+            if digest is None and hit.where == "package":
+                digest = sha256(hit.path)
+            entry.update(path=str(hit.path), where=hit.where, sha256=digest)
         out.append(entry)
     return out
 
@@ -256,6 +260,7 @@ def fetch(files: list[WeightFile], to: Path, echo=print) -> dict[str, Any]:
     """Copy (downloading if needed) every file into `to`, with sha256 checksums in `to/index.json`."""
     to.mkdir(parents=True, exist_ok=True)
     index = read_index(to)
+    failed: list[tuple[WeightFile, str]] = []
     for w in _unique(files):
         if w.random or w.library == "package":
             echo(f"{w.stage:10s} {w.file}: {'random (nothing to fetch)' if w.random else 'ships in its package'}")
@@ -266,7 +271,12 @@ def fetch(files: list[WeightFile], to: Path, echo=print) -> dict[str, Any]:
             continue
         src = find(w)
         if src is None or src.path.parent.resolve() == to.resolve():
-            src = resolve([w])[w.file]  # downloads; raises with the reason when it cannot
+            try:
+                src = resolve([w])[w.file]  # downloads
+            except ConfigError:
+                failed.append((w, "offline" if offline(w) else "download failed"))
+                echo(f"{w.stage:10s} {w.file}: MISSING (cannot download)")
+                continue
         name = w.file if src.path.suffix == Path(w.file).suffix else Path(w.file).stem + src.path.suffix
         dest = to / name
         shutil.copyfile(src.path, dest.with_suffix(dest.suffix + ".part"))
@@ -276,6 +286,8 @@ def fetch(files: list[WeightFile], to: Path, echo=print) -> dict[str, Any]:
                                                                                     time.gmtime())}
         write_index(to, index)
         echo(f"{w.stage:10s} {name}: staged from {src.where} ({index[name]['bytes']} bytes)")
+    if failed:  # every file was tried first, so one run tells the whole story
+        raise ConfigError(missing_message(failed))
     return index
 
 
