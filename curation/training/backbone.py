@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from curation.training.init import init_weights
 from curation.training.layers import Block, Rope2D
 from curation.training.window_stage import WindowStage
 
@@ -89,18 +90,11 @@ class Sapiens2ViT(nn.Module):
         )
         self.norm = nn.RMSNorm(dim, eps=1e-6)
         self.grad_checkpointing = False
-        self.init_weights()
+        init_weights(self)
 
-    def init_weights(self) -> None:
+    def reset_parameters(self) -> None:
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.register_tokens, std=0.02)
-        if self.window_stage is not None:
-            nn.init.trunc_normal_(self.window_stage.window_cls, std=0.02)
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         self.grad_checkpointing = enabled

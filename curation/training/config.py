@@ -8,6 +8,7 @@ project's one implementation in `curation.config`.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,20 @@ class PretrainConfig:
             raise ConfigError("train.steps, train.accum_steps and data.batch_size must be >= 1")
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _yaml_floats(value: Any) -> Any:
+    """YAML 1.1 reads `1e-4` (no dot) as a string; every user means the number."""
+    if isinstance(value, str) and _FLOAT.fullmatch(value):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _yaml_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_yaml_floats(v) for v in value]
+    return value
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *sections, leaf = dotted.split(".")
     node = tree
@@ -167,4 +182,4 @@ def load_pretrain_config(
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
-    return PretrainConfig.from_dict(tree)
+    return PretrainConfig.from_dict(_yaml_floats(tree))

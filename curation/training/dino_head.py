@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from curation.training.init import init_weights
+
 
 class DINOHead(nn.Module):
     """MLP to a bottleneck, L2-normalise, then cosine similarity to K learned prototypes.
@@ -32,11 +34,10 @@ class DINOHead(nn.Module):
                 layers.append(nn.GELU())
         self.mlp = nn.Sequential(*layers)
         self.prototypes = nn.Parameter(torch.empty(num_prototypes, bottleneck_dim))  # [K, bottleneck]
+        init_weights(self)
+
+    def reset_parameters(self) -> None:
         nn.init.trunc_normal_(self.prototypes, std=0.02)
-        for m in self.mlp:
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.normalize(self.mlp(x), dim=-1, eps=1e-6)  # [B, bottleneck]

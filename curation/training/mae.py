@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from curation.training.init import init_weights
 from curation.training.layers import Block, Rope2D
 
 
@@ -71,11 +72,10 @@ class MAEDecoder(nn.Module):
         # PixelShuffle lays them out as an image, so the loss compares images, not token vectors.
         self.to_pixels = nn.Conv2d(dim, out_chans * token_stride**2, kernel_size=1)
         self.pixel_shuffle = nn.PixelShuffle(token_stride)
+        init_weights(self)
+
+    def reset_parameters(self) -> None:
         nn.init.normal_(self.mask_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
 
     def forward(self, tokens: Tensor, restore: Tensor, grid: tuple[int, int]) -> Tensor:
         """tokens: encoder output [B, P + N_keep, D_enc] -> reconstructed images [B, C, H, W]."""

@@ -59,6 +59,11 @@ class SSLMetaArch(nn.Module):
         return teacher, student
 
     @torch.no_grad()
+    def copy_student_to_teacher(self) -> None:
+        teacher, student = self.teacher_student_pairs()
+        torch._foreach_copy_(teacher, student)
+
+    @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """teacher <- momentum * teacher + (1 - momentum) * student, as one foreach op per list."""
         teacher, student = self.teacher_student_pairs()

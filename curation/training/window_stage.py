@@ -35,6 +35,9 @@ class WindowStage(nn.Module):
         )
         self.grad_checkpointing = False
 
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.window_cls, std=0.02)
+
     def forward(self, x: Tensor, grid: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
         B, N, D = x.shape
         h, w = grid

@@ -164,4 +164,7 @@ def build_loader(
         persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,
         in_order=True,  # batch k comes from worker k % workers: the resume mapping relies on it
+        # Its own generator: creating the iterator must not draw from the global RNG, which the
+        # checkpoint restores for the model's random masks.
+        generator=torch.Generator(),
     )

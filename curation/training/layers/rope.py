@@ -20,9 +20,16 @@ class Rope2D(nn.Module):
         super().__init__()
         if head_dim % 4:
             raise ValueError(f"2D RoPE needs head_dim divisible by 4, got {head_dim}")
-        periods = base ** (2 * torch.arange(head_dim // 4, dtype=torch.float32) / (head_dim // 2))
+        self.head_dim, self.base = head_dim, base
         # Persistent so that teacher.load_state_dict(student.state_dict()) carries it.
-        self.register_buffer("periods", periods, persistent=True)
+        self.register_buffer("periods", torch.empty(head_dim // 4), persistent=True)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        d = self.head_dim
+        exponents = 2 * torch.arange(d // 4, dtype=torch.float32, device=self.periods.device) / (d // 2)
+        self.periods.copy_(self.base**exponents)
 
     def grid_angles(self, h: int, w: int) -> Tensor:
         dd = dict(device=self.periods.device, dtype=torch.float32)

@@ -37,6 +37,9 @@ class DINOClsLoss(nn.Module):
         # A buffer, so that it is saved with the model and an exact resume restores it.
         self.register_buffer("center", torch.zeros(1, num_prototypes))
 
+    def reset_parameters(self) -> None:
+        self.center.zero_()
+
     @torch.no_grad()
     def teacher_targets(self, teacher_logits: Tensor, teacher_temp: float) -> Tensor:
         """[N, K] teacher logits -> [N, K] target distributions (rows sum to 1)."""

@@ -1,0 +1,80 @@
+"""Training logs: a rich progress bar on a terminal, plain lines otherwise, always `metrics.jsonl`,
+and TensorBoard when the package is installed (it is optional, not a dependency)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+class MetricsLogger:
+    def __init__(self, out_dir: Path, total_steps: int, start_step: int, mode: str = "auto", tensorboard: bool = True):
+        self.out_dir = out_dir
+        self.total = total_steps
+        self.console = Console(stderr=True)
+        if mode == "auto":
+            mode = "bar" if self.console.is_terminal else "lines"
+        self.mode = mode
+        self.jsonl = open(out_dir / "metrics.jsonl", "a", buffering=1)
+        self.progress = None
+        if mode == "bar":
+            self.progress = Progress(
+                TextColumn("[bold]pretrain"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[metrics]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self.task = self.progress.add_task("pretrain", total=total_steps, completed=start_step, metrics="")
+            self.progress.start()
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+            except ImportError:  # tensorboard not installed: jsonl and the console still have everything
+                self.tb = None
+        self.last_time = time.perf_counter()
+        self.last_step = start_step
+
+    def log(self, step: int, metrics: dict[str, Any], images: int, tokens: int) -> None:
+        """`images` and `tokens` processed since the previous call (all ranks)."""
+        now = time.perf_counter()
+        elapsed = max(now - self.last_time, 1e-9)
+        row = {"step": step, **metrics, "images_per_s": images / elapsed, "tokens_per_s": tokens / elapsed}
+        self.last_time, self.last_step = now, step
+        self.jsonl.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+        shown = " ".join(
+            f"{k}={_fmt(row[k])}" for k in ("loss", "mae", "cl", "lr", "images_per_s", "tokens_per_s") if k in row
+        )
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, metrics=shown)
+        elif self.mode == "lines":
+            print(f"step {step}/{self.total} {shown}", file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if self.mode != "off":
+            self.console.print(text) if self.progress is not None else print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        if self.tb is not None:
+            self.tb.close()
+        self.jsonl.close()

@@ -1,0 +1,86 @@
+"""The Sapiens2 backbone: released parameter counts, layer layout, RoPE, masking."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from curation.training.backbone import SIZES, build_backbone, list_sizes
+from curation.training.layers import Rope2D, apply_rope
+
+pytestmark = pytest.mark.timeout(60)
+
+# Released Sapiens2 parameter counts (backbone only).
+RELEASED = {"sapiens2-0.4b": 0.398e9, "sapiens2-0.8b": 0.818e9, "sapiens2-1b": 1.462e9, "sapiens2-5b": 5.071e9}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_parameter_count_matches_release(name):
+    with torch.device("meta"):
+        model = build_backbone(name)
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count / RELEASED[name] - 1) < 0.01, f"{name}: {count / 1e9:.3f}B vs {RELEASED[name] / 1e9:.3f}B"
+
+
+def test_named_sizes_have_the_released_shapes():
+    expected = {
+        "sapiens2-0.1b": (768, 12, 12),
+        "sapiens2-0.4b": (1024, 24, 16),
+        "sapiens2-0.8b": (1280, 32, 16),
+        "sapiens2-1b": (1536, 40, 24),
+        "sapiens2-5b": (2432, 56, 32),
+    }
+    for name, (dim, depth, heads) in expected.items():
+        s = SIZES[name]
+        assert (s.dim, s.depth, s.heads) == (dim, depth, heads)
+    assert "sapiens2-1b-4k" in list_sizes()
+    with pytest.raises(ValueError, match="unknown model"):
+        build_backbone("sapiens2-2b")
+
+
+def test_gqa_only_in_the_middle_layers():
+    with torch.device("meta"):
+        model = build_backbone("sapiens2-0.4b")
+    kv = [blk.attn.num_kv_heads for blk in model.blocks]
+    assert kv[:8] == [16] * 8 and kv[-8:] == [16] * 8
+    assert kv[8:-8] == [8] * (24 - 16)
+    blk = model.blocks[10]
+    # SwiGLU hidden is the full 4x width; fused q/k/v shrinks by the halved K/V heads.
+    assert blk.mlp.w12.out_features == 2 * 4 * 1024 and blk.mlp.w3.in_features == 4 * 1024
+    assert blk.attn.qkv.out_features == 1024 + 2 * 512
+    assert model.num_prefix_tokens == 1 + 8
+
+
+def test_tiny_forward_shapes_and_masked_subset():
+    torch.manual_seed(0)
+    model = build_backbone("sapiens2-tiny").eval()
+    images = torch.randn(2, 3, 64, 48)
+    out = model(images)
+    assert out["grid"] == (4, 3)
+    assert out["tokens"].shape == (2, 9 + 12, 64) and out["cls"].shape == (2, 64)
+    assert model.feature_map(images).shape == (2, 64, 4, 3)
+    # Encoding every token through `keep` in grid order is the unmasked forward.
+    keep = torch.arange(12).expand(2, -1)
+    assert torch.allclose(model(images, keep)["tokens"], out["tokens"], atol=1e-5)
+    # A visible subset is encoded with its own grid positions: permuting `keep` permutes the output.
+    keep = torch.tensor([[0, 5, 7], [11, 2, 3]])
+    a = model(images, keep)["patch"]
+    b = model(images, keep.flip(1))["patch"]
+    assert a.shape == (2, 3, 64)
+    assert torch.allclose(a, b.flip(1), atol=1e-5)
+
+
+def test_rope_rotates_grid_tokens_by_position_and_leaves_prefix_alone():
+    rope = Rope2D(head_dim=16)
+    sin, cos = rope(4, 4, num_prefix=2)
+    assert sin.shape == (1, 1, 2 + 16, 16)
+    q = torch.randn(1, 1, 18, 16)
+    rotated = apply_rope(q, (sin, cos))
+    assert torch.equal(rotated[:, :, :2], q[:, :, :2])
+    assert torch.allclose(rotated.norm(dim=-1), q.norm(dim=-1), atol=1e-5)  # a rotation
+    # Relative: the score between two rotated vectors depends on their offset, not their place.
+    v = torch.randn(16)
+    x = v.expand(1, 1, 18, 16)
+    r = apply_rope(x, (sin, cos))[0, 0, 2:].view(4, 4, 16)
+    assert torch.allclose(r[0, 0] @ r[0, 1], r[2, 2] @ r[2, 3], atol=1e-4)
+    assert not torch.allclose(r[0, 0] @ r[0, 1], r[0, 0] @ r[0, 3], atol=1e-3)
