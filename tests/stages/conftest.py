@@ -96,9 +96,25 @@ def embed_stage(random_config):
 
 @pytest.fixture(scope="session")
 def quality_stage(random_config):
+    """Built with every image path of open_clip booby-trapped (counted in `image_tower_calls`):
+    quality's start-up must not need the image tower either."""
+    import open_clip
+
+    from curation.models.clip import ClipModel
     from curation.stages.quality import QualityStage
 
-    return _ready(QualityStage(random_config))
+    calls = {"image": 0}
+
+    def trap(*args, **kwargs):
+        calls["image"] += 1
+        raise AssertionError("quality ran the CLIP image tower")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ClipModel, "encode_images", trap)
+        mp.setattr(open_clip.model.CLIP, "encode_image", trap)
+        stage = _ready(QualityStage(random_config))
+    stage.image_tower_calls = calls
+    return stage
 
 
 @pytest.fixture(scope="session")
