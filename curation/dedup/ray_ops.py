@@ -1,0 +1,64 @@
+"""Ray Data patterns shared by the global stages.
+
+- `by_partition`: run a vectorised function over whole key-partitions. Ray's `map_groups` calls
+  Python once per group; with billions of tiny groups (hash buckets, content hashes) that call is
+  the bottleneck, so rows carry a coarse `_part` key (bucket mod P) and the function receives all
+  rows of one partition and groups them itself with numpy.
+- `attach`: add the columns of a small-or-large lookup table (keyed by `id`) to every row. Up to
+  `broadcast_max_rows` the table rides along with the map function (one copy per worker, no
+  shuffle); above it, a hash join on `id` (a shuffle, but no single machine holds the table).
+- `finalize`: select and cast the output columns to their declared `schema.py` types.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.schema import arrow_type
+
+PART = "_part"
+
+
+def part_of(keys: np.ndarray, n_partitions: int) -> np.ndarray:
+    """Partition of uint64 keys; multiplying by an odd constant mixes high bits into low ones so
+    that keys sharing low bits (e.g. one table's id bits) still spread over partitions."""
+    mixed = np.asarray(keys, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    return ((mixed >> np.uint64(32)) % np.uint64(max(1, n_partitions))).astype(np.int64)
+
+
+def by_partition(ds: Any, n_partitions: int, fn: Callable[..., pa.Table], **fn_kwargs: Any) -> Any:
+    """`fn(table_of_one_partition, **fn_kwargs) -> table` over a dataset with a `_part` column."""
+    return ds.groupby(PART, num_partitions=max(1, n_partitions)).map_groups(
+        fn, batch_format="pyarrow", fn_kwargs=fn_kwargs)
+
+
+def _attach_batch(batch: pa.Table, lookup: pa.Table) -> pa.Table:
+    lookup = lookup.cast(pa.schema([f.with_type(batch.schema.field("id").type) if f.name == "id" else f
+                                    for f in lookup.schema]))
+    return batch.join(lookup, keys="id", join_type="left outer")
+
+
+def attach(ds: Any, lookup: pa.Table, broadcast_max_rows: int, n_partitions: int) -> Any:
+    """Left-join `lookup` (an `id` column + new columns) onto every row of `ds`."""
+    if lookup.num_rows <= broadcast_max_rows:
+        return ds.map_batches(_attach_batch, batch_format="pyarrow", fn_kwargs={"lookup": lookup})
+    import ray.data
+
+    right = ray.data.from_arrow(lookup)
+    return ds.join(right, join_type="left_outer", num_partitions=max(1, n_partitions), on=("id",))
+
+
+def finalize(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
+    """The stage's output columns with their declared types; absent columns become nulls."""
+    arrays = []
+    for name in columns:
+        tp = arrow_type(name)
+        if name in table.column_names:
+            arrays.append(pc.cast(table[name], tp))
+        else:
+            arrays.append(pa.nulls(table.num_rows, tp))
+    return pa.Table.from_arrays(arrays, names=list(columns))
