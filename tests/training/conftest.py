@@ -117,6 +117,14 @@ TINY = {
 
 
 @pytest.fixture
+def tiny_tree() -> dict:
+    """The tiny config as a YAML-ready dict (a fresh copy)."""
+    import copy
+
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
 def tiny_config(tmp_path):
     """A factory: the tiny pretraining config read from a YAML file, plus `--set`-style overrides."""
     import yaml
