@@ -76,7 +76,15 @@ def write_index(directory: Path, files: dict[str, Any]) -> None:
     tmp.replace(directory / INDEX)  # atomic: an interrupted fetch never leaves a torn index
 
 
+def _locate(w: WeightFile, directory: Path) -> Path | None:
+    for name in (w.file, *w.alternatives):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
 def _in_dir(w: WeightFile, directory: Path) -> Path | None:
+    """The staged file, refusing one whose size disagrees with the index (a torn copy)."""
     index = read_index(directory)
     for name in (w.file, *w.alternatives):
         p = directory / name
@@ -265,7 +273,7 @@ def fetch(files: list[WeightFile], to: Path, echo=print) -> dict[str, Any]:
         if w.random or w.library == "package":
             echo(f"{w.stage:10s} {w.file}: {'random (nothing to fetch)' if w.random else 'ships in its package'}")
             continue
-        have = _in_dir(w, to)
+        have = _locate(w, to)
         if have is not None and index.get(have.name, {}).get("sha256") == sha256(have):
             echo(f"{w.stage:10s} {have.name}: already staged")
             continue
@@ -298,7 +306,7 @@ def verify(files: list[WeightFile], directory: Path) -> list[tuple[str, str]]:
     for w in _unique(files):
         if w.random or w.library == "package":
             continue
-        hit = _in_dir(w, directory)
+        hit = _locate(w, directory)
         results[w.file if hit is None else hit.name] = "missing" if hit is None else "unchecked"
     for name, entry in index.items():
         p = directory / name
