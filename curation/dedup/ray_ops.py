@@ -30,9 +30,11 @@ def part_of(keys: np.ndarray, n_partitions: int) -> np.ndarray:
     return ((mixed >> np.uint64(32)) % np.uint64(max(1, n_partitions))).astype(np.int64)
 
 
-def by_partition(ds: Any, n_partitions: int, fn: Callable[..., pa.Table], **fn_kwargs: Any) -> Any:
-    """`fn(table_of_one_partition, **fn_kwargs) -> table` over a dataset with a `_part` column."""
-    return ds.groupby(PART, num_partitions=max(1, n_partitions)).map_groups(
+def by_partition(ds: Any, n_partitions: int, fn: Callable[..., pa.Table], key: str = PART,
+                 **fn_kwargs: Any) -> Any:
+    """`fn(rows_of_one_key, **fn_kwargs) -> table` over a dataset, grouped by `key` (default
+    `_part`) into `n_partitions` shuffle partitions."""
+    return ds.groupby(key, num_partitions=max(1, n_partitions)).map_groups(
         fn, batch_format="pyarrow", fn_kwargs=fn_kwargs)
 
 
