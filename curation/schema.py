@@ -61,6 +61,7 @@ COLUMNS: dict[str, pa.DataType] = {
     "cluster_l2": pa.int32(),
     "cluster_l3": pa.int32(),
     "cluster_l4": pa.int32(),
+    "cluster_distance": pa.float32(),  # distance to the level-1 centroid (closest-first sampling)
     "selected": pa.int32(),  # how many times the row is drawn (0 = not selected)
 }
 
