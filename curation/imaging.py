@@ -9,6 +9,7 @@ greyscale, 16-bit, palette, alpha) to 8-bit RGB.
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -18,6 +19,12 @@ from PIL import Image, ImageOps
 # We check pixel counts ourselves against config (decode.max_pixels) before decoding anything,
 # so PIL's global bomb guard must not fire first with a different limit.
 Image.MAX_IMAGE_PIXELS = None
+
+# ultralytics replaces PIL's Image.open process-wide with a wrapper that, on any unidentified
+# file, tries to pip-install pi-heif and retry. A crawl is full of unidentified files, and a
+# worker that also ran YOLO must classify them the same way, so we always call PIL's own open.
+_patches = sys.modules.get("ultralytics.utils.patches")
+pil_open = getattr(_patches, "_image_open", None) or Image.open
 
 ORIENTATION_TAG = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
@@ -35,7 +42,7 @@ class Probe:
 
 def probe(data: bytes) -> Probe:
     """Read the header only: format, mode, oriented size, frame count. Raises on non-images."""
-    with Image.open(io.BytesIO(data)) as im:
+    with pil_open(io.BytesIO(data)) as im:
         orientation = 1
         try:
             orientation = int(im.getexif().get(ORIENTATION_TAG, 1) or 1)
@@ -74,7 +81,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
 def open_oriented(data: bytes, min_side: int | None = None) -> Image.Image:
     """Decode to RGB with EXIF orientation; with `min_side`, at the smallest JPEG DCT scale whose
     short side is still >= min_side (never below it), else at full size."""
-    im = Image.open(io.BytesIO(data))
+    im = pil_open(io.BytesIO(data))
     if min_side is not None and im.format == "JPEG":
         w, h = im.size
         scale = max(1, min(8, min(w, h) // max(1, min_side)))

@@ -58,3 +58,10 @@ def test_reduced_decode_never_goes_below_requested_side():
     arr, scale = decode_rgb(buf.getvalue(), min_side=300)
     assert min(arr.shape[:2]) >= 300 and arr.shape[1] < 2048  # DCT-scaled, not full size
     assert abs(arr.shape[1] * scale - 2048) < 1e-6
+
+
+def test_classification_survives_ultralytics_patching_pil(stage):
+    """ultralytics monkeypatches Image.open; a non-image must still be not_an_image, not corrupt."""
+    import ultralytics.utils.patches  # noqa: F401 - applies the patch
+
+    assert stage.validate(CASES["text.jpg"][0])[1] == "not_an_image"

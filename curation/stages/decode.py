@@ -17,7 +17,7 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from curation.config import StageConfig
-from curation.imaging import probe
+from curation.imaging import pil_open, probe
 from curation.schema import REJECT
 from curation.stages.base import Resources, Stage
 from curation.stages.registry import register_stage
@@ -83,7 +83,7 @@ def _full_decode_reason(data: bytes) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            with pil_open(io.BytesIO(data)) as im:
                 if im.format == "JPEG":
                     im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
                 im.load()
