@@ -68,7 +68,8 @@ def partition_edges(part: pa.Table, max_distance: int, attrs: list[str]) -> pa.T
     first_row = np.unique(node, return_index=True)[1]  # attributes of each node
     tables = []
     for reason, roots, members in out:
-        cols = {"kind": pa.array([reason] * len(roots)), "a_id": pa.array(ids[roots]), "b_id": pa.array(ids[members])}
+        cols = {"kind": pa.array([reason] * len(roots), pa.string()), "a_id": pa.array(ids[roots], pa.string()),
+                "b_id": pa.array(ids[members], pa.string())}
         for c in attrs:
             cols["a_" + c] = part[c].take(first_row[roots])
             cols["b_" + c] = part[c].take(first_row[members])
