@@ -69,7 +69,9 @@ class Sapiens2ViT(nn.Module):
         self.num_prefix_tokens = 1 + num_registers
         self.patch_embed = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
         self.window_stage = (
-            WindowStage(dim, num_heads, window_layers, window_size, layer_scale_init) if window_layers else None
+            WindowStage(dim, num_heads, window_layers, window_size, layer_scale_init)
+            if window_layers
+            else None
         )
         # Pixels per encoder token: MAE masks and reconstructs at this granularity.
         self.token_stride = patch_size * (window_size if window_layers else 1)
@@ -149,13 +151,13 @@ def build_backbone(name: str, **overrides) -> Sapiens2ViT:
     if base not in SIZES:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(list_sizes())}")
     size = SIZES[base]
-    kwargs = dict(
-        dim=size.dim,
-        depth=size.depth,
-        num_heads=size.heads,
-        mha_first=size.mha_first,
-        mha_last=size.mha_last,
-        window_layers=size.window_layers_4k if name.endswith("-4k") else 0,
-    )
+    kwargs = {
+        "dim": size.dim,
+        "depth": size.depth,
+        "num_heads": size.heads,
+        "mha_first": size.mha_first,
+        "mha_last": size.mha_last,
+        "window_layers": size.window_layers_4k if name.endswith("-4k") else 0,
+    }
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     return Sapiens2ViT(**kwargs)

@@ -33,10 +33,15 @@ PARTS = ("student", "teacher", "dino_loss")  # the meta-arch's children, stored 
 
 
 def rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -47,7 +52,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -74,7 +81,10 @@ def save_checkpoint(
     positions = all_gather_object(data_position, info)
     if not info.is_main:
         return None
-    state = {part: {k.removeprefix(part + "."): v for k, v in weights.items() if k.startswith(part + ".")} for part in PARTS}
+    state = {
+        part: {k.removeprefix(part + "."): v for k, v in weights.items() if k.startswith(part + ".")}
+        for part in PARTS
+    }
     state.update(
         optimizer=optim,
         scheduler=scheduler.state_dict(),
@@ -93,7 +103,9 @@ def save_checkpoint(
         path = out_dir / f"checkpoint-{step:08d}.pt"
         path.unlink(missing_ok=True)
         os.link(last, path)
-        old = sorted(p for p in out_dir.glob("checkpoint-*.pt") if re.fullmatch(r"checkpoint-\d+\.pt", p.name))
+        old = sorted(
+            p for p in out_dir.glob("checkpoint-*.pt") if re.fullmatch(r"checkpoint-\d+\.pt", p.name)
+        )
         for p in old[:-keep] if keep > 0 else old:
             p.unlink()
     return last

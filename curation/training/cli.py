@@ -5,6 +5,7 @@ Under torchrun: `torchrun --nproc-per-node 8 -m curation.training.cli pretrain -
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -22,13 +23,18 @@ def _group() -> None:
 
 @train_app.command()
 def pretrain(
-    data: Annotated[str, typer.Option(help="shards/manifest.json, a shard directory, or a pattern (local, s3://, pipe:)")],
+    data: Annotated[
+        str, typer.Option(help="shards/manifest.json, a shard directory, or a pattern (local, s3://, pipe:)")
+    ],
     out: Annotated[Path, typer.Option(help="Output directory: config.yaml, metrics.jsonl, checkpoints")],
     model: Annotated[
-        str | None, typer.Option(help="Named size: sapiens2-{tiny,0.1b,0.4b,0.8b,1b,5b}[-4k]; default sapiens2-0.4b")
+        str | None,
+        typer.Option(help="Named size: sapiens2-{tiny,0.1b,0.4b,0.8b,1b,5b}[-4k]; default sapiens2-0.4b"),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config file (see docs/training.md)")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set optim.lr=1e-4")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: --set optim.lr=1e-4")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint-last.pt when it exists")] = True,
 ) -> None:
     """Joint MAE + [CLS] self-distillation pretraining of a Sapiens2 backbone."""
@@ -44,9 +50,11 @@ def pretrain(
     from curation.training.trainer import pretrain as run_pretrain
 
     history = run_pretrain(cfg, out, resume=resume)
-    if history:
+    if history and os.environ.get("RANK", "0") == "0":
         last = history[-1]
-        typer.echo(f"done: step {last['step']} loss {last['loss']:.4f} (mae {last['mae']:.4f}, cl {last['cl']:.4f})")
+        typer.echo(
+            f"done: step {last['step']} loss {last['loss']:.4f} (mae {last['mae']:.4f}, cl {last['cl']:.4f})"
+        )
 
 
 if __name__ == "__main__":

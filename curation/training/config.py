@@ -123,7 +123,9 @@ class PretrainConfig:
         if not 0.0 <= self.mae.mask_ratio < 1.0:
             raise ConfigError(f"mae.mask_ratio must be in [0, 1), got {self.mae.mask_ratio}")
         if self.cl.normalization not in ("centering", "sinkhorn"):
-            raise ConfigError(f"cl.normalization must be centering or sinkhorn, got {self.cl.normalization!r}")
+            raise ConfigError(
+                f"cl.normalization must be centering or sinkhorn, got {self.cl.normalization!r}"
+            )
         if self.train.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {self.train.precision!r}")
         if self.train.strategy not in ("auto", "none", "ddp", "fsdp"):

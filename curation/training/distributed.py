@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -24,7 +24,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -70,12 +70,16 @@ def resolve_strategy(strategy: str, num_params: int, info: DistInfo) -> str:
 
 
 def shard_with_fsdp(model: nn.Module, info: DistInfo, bf16: bool) -> None:
-    """FSDP2 per block, then per top-level part. The model is still on the meta device or on CPU."""
+    """FSDP2 per block, then per part, then the whole. The model is still on the meta device."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(info.device.type, (info.world_size,))
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    mp = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if bf16
+        else MixedPrecisionPolicy()
+    )
     for tree in (model.student, model.teacher):
         backbone = tree["backbone"]
         for blk in backbone.blocks:
@@ -87,6 +91,9 @@ def shard_with_fsdp(model: nn.Module, info: DistInfo, bf16: bool) -> None:
     for blk in model.student["mae_decoder"].blocks:
         fully_shard(blk, mesh=mesh, mp_policy=mp)
     fully_shard(model.student["mae_decoder"], mesh=mesh, mp_policy=mp)
+    # The meta-arch as root: FSDP keeps a root's parameters unsharded after forward, which would
+    # leave the teacher (never run backward) holding full plain tensors at EMA time.
+    fully_shard(model, mesh=mesh, mp_policy=mp)
 
 
 def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:

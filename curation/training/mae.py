@@ -15,13 +15,15 @@ from curation.training.init import init_weights
 from curation.training.layers import Block, Rope2D
 
 
-def random_masking(batch: int, num_tokens: int, mask_ratio: float, device=None) -> tuple[Tensor, Tensor, Tensor]:
+def random_masking(
+    batch: int, num_tokens: int, mask_ratio: float, device=None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per-image random subset of tokens to keep.
 
     Returns keep [B, N_keep] (grid indices of visible tokens), mask [B, N] (1 = masked) and
     restore [B, N] (argsort that puts [visible, masked] back in grid order).
     """
-    num_keep = max(1, int(round(num_tokens * (1 - mask_ratio))))
+    num_keep = max(1, round(num_tokens * (1 - mask_ratio)))
     noise = torch.rand(batch, num_tokens, device=device)  # [B, N]
     shuffle = noise.argsort(dim=1)  # ascending: small noise is kept
     restore = shuffle.argsort(dim=1)

@@ -60,8 +60,8 @@ class SSLMetaArch(nn.Module):
 
     @torch.no_grad()
     def copy_student_to_teacher(self) -> None:
-        teacher, student = self.teacher_student_pairs()
-        torch._foreach_copy_(teacher, student)
+        for t, s in zip(*self.teacher_student_pairs()):
+            t.copy_(s)  # once, at init: a loop, as DTensor has no _foreach_copy_
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
@@ -70,7 +70,9 @@ class SSLMetaArch(nn.Module):
         torch._foreach_mul_(teacher, momentum)
         torch._foreach_add_(teacher, student, alpha=1.0 - momentum)
 
-    def forward(self, global_crops: Tensor, local_crops: Tensor | None, teacher_temp: float) -> dict[str, Tensor]:
+    def forward(
+        self, global_crops: Tensor, local_crops: Tensor | None, teacher_temp: float
+    ) -> dict[str, Tensor]:
         """global_crops [B, G, C, H, W]; local_crops [B, L, C, h, w] or None. Returns the loss dict."""
         B, G = global_crops.shape[:2]
         views = global_crops.transpose(0, 1).flatten(0, 1)  # [G*B, C, H, W], view-major

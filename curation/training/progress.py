@@ -18,14 +18,16 @@ def _fmt(v: Any) -> str:
 
 
 class MetricsLogger:
-    def __init__(self, out_dir: Path, total_steps: int, start_step: int, mode: str = "auto", tensorboard: bool = True):
+    def __init__(
+        self, out_dir: Path, total_steps: int, start_step: int, mode: str = "auto", tensorboard: bool = True
+    ):
         self.out_dir = out_dir
         self.total = total_steps
         self.console = Console(stderr=True)
         if mode == "auto":
             mode = "bar" if self.console.is_terminal else "lines"
         self.mode = mode
-        self.jsonl = open(out_dir / "metrics.jsonl", "a", buffering=1)
+        self.jsonl = open(out_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115  (closed in close())
         self.progress = None
         if mode == "bar":
             self.progress = Progress(
@@ -36,7 +38,9 @@ class MetricsLogger:
                 TimeRemainingColumn(),
                 console=self.console,
             )
-            self.task = self.progress.add_task("pretrain", total=total_steps, completed=start_step, metrics="")
+            self.task = self.progress.add_task(
+                "pretrain", total=total_steps, completed=start_step, metrics=""
+            )
             self.progress.start()
         self.tb = None
         if tensorboard:
@@ -61,7 +65,9 @@ class MetricsLogger:
                 if k != "step" and isinstance(v, (int, float)):
                     self.tb.add_scalar(k, v, step)
         shown = " ".join(
-            f"{k}={_fmt(row[k])}" for k in ("loss", "mae", "cl", "lr", "images_per_s", "tokens_per_s") if k in row
+            f"{k}={_fmt(row[k])}"
+            for k in ("loss", "mae", "cl", "lr", "images_per_s", "tokens_per_s")
+            if k in row
         )
         if self.progress is not None:
             self.progress.update(self.task, completed=step, metrics=shown)
@@ -70,7 +76,9 @@ class MetricsLogger:
 
     def message(self, text: str) -> None:
         if self.mode != "off":
-            self.console.print(text) if self.progress is not None else print(text, file=sys.stderr, flush=True)
+            self.console.print(text) if self.progress is not None else print(
+                text, file=sys.stderr, flush=True
+            )
 
     def close(self) -> None:
         if self.progress is not None:

@@ -19,7 +19,14 @@ import torch.distributed as dist
 from curation.training import distributed as D
 from curation.training.checkpoint import LAST, load_checkpoint, save_checkpoint, set_rng_state
 from curation.training.config import PretrainConfig
-from curation.training.data import DataPosition, MultiCrop, PretrainStream, build_loader, num_streams_for, resolve_shards
+from curation.training.data import (
+    DataPosition,
+    MultiCrop,
+    PretrainStream,
+    build_loader,
+    num_streams_for,
+    resolve_shards,
+)
 from curation.training.init import init_weights
 from curation.training.meta_arch import SSLMetaArch
 from curation.training.optim import build_optimizer, build_scheduler
@@ -35,7 +42,9 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: PretrainConfig, info: D.DistInfo, bf16: bool) -> tuple[SSLMetaArch, torch.nn.Module, str]:
+def build_model(
+    cfg: PretrainConfig, info: D.DistInfo, bf16: bool
+) -> tuple[SSLMetaArch, torch.nn.Module, str]:
     """The meta-arch (for EMA, checkpoints) and what forward runs through (DDP wrapper or itself)."""
     with torch.device("meta"):
         probe = SSLMetaArch(cfg)
@@ -55,9 +64,22 @@ def build_model(cfg: PretrainConfig, info: D.DistInfo, bf16: bool) -> tuple[SSLM
     return model, wrapped, strategy
 
 
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{k}.")
+        elif a != b:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
 def tokens_per_image(cfg: PretrainConfig, token_stride: int) -> int:
     (gh, gw), (lh, lw) = cfg.data.global_size, cfg.data.local_size
-    return 2 * (gh // token_stride) * (gw // token_stride) + cfg.data.local_crops * (lh // token_stride) * (lw // token_stride)
+    return 2 * (gh // token_stride) * (gw // token_stride) + cfg.data.local_crops * (lh // token_stride) * (
+        lw // token_stride
+    )
 
 
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> list[dict[str, float]]:
@@ -88,20 +110,37 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
     if resume and ckpt.exists():
         loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, info=info)
         step, rng = loaded["step"], loaded["rng"]
+        if loaded["data"] is None:
+            log.warning("%s was saved by a different number of ranks: the data streams restart", ckpt)
         position = DataPosition(num_streams, loaded["data"])
-        if loaded["config"] != cfg.to_dict():
-            log.warning("resuming %s with a config that differs from the checkpoint's", ckpt)
+        changed = _changed_keys(loaded["config"], cfg.to_dict())
+        if changed:
+            log.warning("resuming %s with changed config keys: %s", ckpt, ", ".join(changed))
     if info.is_main:
         (out / "config.yaml").write_text(cfg.to_yaml())
 
     d = cfg.data
     crops = MultiCrop(
-        d.global_size, d.local_size, d.local_crops, d.global_scale, d.local_scale,
-        d.brightness, d.contrast, d.saturation, d.jitter_prob, d.hflip_prob,
+        d.global_size,
+        d.local_size,
+        d.local_crops,
+        d.global_scale,
+        d.local_scale,
+        d.brightness,
+        d.contrast,
+        d.saturation,
+        d.jitter_prob,
+        d.hflip_prob,
     )
     dataset = PretrainStream(
-        shards, crops, position, rank=info.rank, world_size=info.world_size, seed=t.seed,
-        shuffle_buffer=d.shuffle_buffer, shuffle_initial=d.shuffle_initial,
+        shards,
+        crops,
+        position,
+        rank=info.rank,
+        world_size=info.world_size,
+        seed=t.seed,
+        shuffle_buffer=d.shuffle_buffer,
+        shuffle_initial=d.shuffle_initial,
     )
     batches = iter(build_loader(dataset, d.batch_size, d.num_workers, pin_memory=info.device.type == "cuda"))
     if rng is not None:
@@ -119,7 +158,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
     window = torch.zeros(4, dtype=torch.float64)  # loss, mae, cl sums and step count since the last log
     model.train()
     while step < t.steps:
-        teacher_temp = linear_warmup(step, cfg.cl.teacher_temp_warmup_steps, cfg.cl.teacher_temp_warmup_start, cfg.cl.teacher_temp)
+        teacher_temp = linear_warmup(
+            step, cfg.cl.teacher_temp_warmup_steps, cfg.cl.teacher_temp_warmup_start, cfg.cl.teacher_temp
+        )
         losses = torch.zeros(3, dtype=torch.float64)
         for micro in range(t.accum_steps):
             batch = next(batches)
@@ -146,16 +187,36 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
         optimizer.zero_grad(set_to_none=True)
         model.update_teacher(cosine(step, t.steps, cfg.cl.momentum_start, cfg.cl.momentum_end))
         step += 1
-        history.append({"step": step, "loss": losses[0].item(), "mae": losses[1].item(), "cl": losses[2].item()})
+        history.append(
+            {"step": step, "loss": losses[0].item(), "mae": losses[1].item(), "cl": losses[2].item()}
+        )
         window += torch.cat([losses, torch.ones(1, dtype=torch.float64)])
 
         if step % t.log_every == 0 or step == t.steps:
-            _log(logger, window, info, step, scheduler, grad_norm, teacher_temp, position, images_per_step, tokens_per_step)
+            _log(
+                logger,
+                window,
+                info,
+                step,
+                scheduler,
+                grad_norm,
+                teacher_temp,
+                position,
+                images_per_step,
+                tokens_per_step,
+            )
             window.zero_()
         if step % t.ckpt_every == 0 or step == t.steps:
             save_checkpoint(
-                out, model=model, optimizer=optimizer, scheduler=scheduler, step=step,
-                data_position=position.state_dict(), config=cfg.to_dict(), info=info, keep=t.keep_checkpoints,
+                out,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                step=step,
+                data_position=position.state_dict(),
+                config=cfg.to_dict(),
+                info=info,
+                keep=t.keep_checkpoints,
             )
     if logger is not None:
         logger.close()
@@ -165,7 +226,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
     return history
 
 
-def _log(logger, window, info, step, scheduler, grad_norm, teacher_temp, position, images_per_step, tokens_per_step):
+def _log(
+    logger, window, info, step, scheduler, grad_norm, teacher_temp, position, images_per_step, tokens_per_step
+):
     if info.enabled:
         reduced = window.to(info.device)
         dist.all_reduce(reduced)

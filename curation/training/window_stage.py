@@ -39,7 +39,7 @@ class WindowStage(nn.Module):
         nn.init.trunc_normal_(self.window_cls, std=0.02)
 
     def forward(self, x: Tensor, grid: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
-        B, N, D = x.shape
+        B, _, D = x.shape
         h, w = grid
         ws = self.window_size
         if h % ws or w % ws:

@@ -73,11 +73,20 @@ def write_shards(root: Path, photos: list[Image.Image], num_shards: int, per_sha
                 x0, y0 = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
                 crop = photo.crop((x0, y0, x0 + 3 * w // 4, y0 + 3 * h // 4))
                 writer.write(
-                    {"__key__": f"{s:06d}_{i:04d}", "jpg": jpeg_bytes(crop), "json": {"source": "test", "shard": s}}
+                    {
+                        "__key__": f"{s:06d}_{i:04d}",
+                        "jpg": jpeg_bytes(crop),
+                        "json": {"source": "test", "shard": s},
+                    }
                 )
         blob = path.read_bytes()
         entries.append(
-            {"path": path.name, "samples": per_shard, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+            {
+                "path": path.name,
+                "samples": per_shard,
+                "bytes": len(blob),
+                "sha256": hashlib.sha256(blob).hexdigest(),
+            }
         )
     manifest = shard_dir / "manifest.json"
     manifest.write_text(

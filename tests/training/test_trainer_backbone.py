@@ -11,7 +11,12 @@ from curation.training.layers import Rope2D, apply_rope
 pytestmark = pytest.mark.timeout(60)
 
 # Released Sapiens2 parameter counts (backbone only).
-RELEASED = {"sapiens2-0.4b": 0.398e9, "sapiens2-0.8b": 0.818e9, "sapiens2-1b": 1.462e9, "sapiens2-5b": 5.071e9}
+RELEASED = {
+    "sapiens2-0.4b": 0.398e9,
+    "sapiens2-0.8b": 0.818e9,
+    "sapiens2-1b": 1.462e9,
+    "sapiens2-5b": 5.071e9,
+}
 
 
 @pytest.mark.parametrize("name", sorted(RELEASED))
@@ -19,7 +24,9 @@ def test_parameter_count_matches_release(name):
     with torch.device("meta"):
         model = build_backbone(name)
     count = sum(p.numel() for p in model.parameters())
-    assert abs(count / RELEASED[name] - 1) < 0.01, f"{name}: {count / 1e9:.3f}B vs {RELEASED[name] / 1e9:.3f}B"
+    assert abs(count / RELEASED[name] - 1) < 0.01, (
+        f"{name}: {count / 1e9:.3f}B vs {RELEASED[name] / 1e9:.3f}B"
+    )
 
 
 def test_named_sizes_have_the_released_shapes():

@@ -15,7 +15,17 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _args(shards, out, config, *sets):
-    args = ["pretrain", "--data", str(shards), "--model", "sapiens2-tiny", "--out", str(out), "--config", str(config)]
+    args = [
+        "pretrain",
+        "--data",
+        str(shards),
+        "--model",
+        "sapiens2-tiny",
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+    ]
     for s in sets:
         args += ["--set", s]
     return args
@@ -28,7 +38,9 @@ def test_pretrain_through_the_cli_and_resume(tmp_path, shards, tiny_tree):
     out = tmp_path / "run"
     runner = CliRunner()
 
-    result = runner.invoke(train_app, _args(shards, out, config, "train.steps=3", "cl.normalization=sinkhorn"))
+    result = runner.invoke(
+        train_app, _args(shards, out, config, "train.steps=3", "cl.normalization=sinkhorn")
+    )
     assert result.exit_code == 0, result.output
     assert "done: step 3" in result.output
     resolved = yaml.safe_load((out / "config.yaml").read_text())
@@ -40,11 +52,15 @@ def test_pretrain_through_the_cli_and_resume(tmp_path, shards, tiny_tree):
         assert r["images_per_s"] > 0 and r["tokens_per_s"] > r["images_per_s"] and r["lr"] > 0
         assert torch.isfinite(torch.tensor([r["loss"], r["mae"], r["cl"]])).all()
     assert sorted(p.name for p in out.glob("checkpoint-*.pt")) == [
-        "checkpoint-00000002.pt", "checkpoint-00000003.pt", "checkpoint-last.pt",
+        "checkpoint-00000002.pt",
+        "checkpoint-00000003.pt",
+        "checkpoint-last.pt",
     ]
 
     # Same command with a longer schedule continues from the checkpoint.
-    result = runner.invoke(train_app, _args(shards, out, config, "train.steps=4", "cl.normalization=sinkhorn"))
+    result = runner.invoke(
+        train_app, _args(shards, out, config, "train.steps=4", "cl.normalization=sinkhorn")
+    )
     assert result.exit_code == 0, result.output
     assert "done: step 4" in result.output
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -55,9 +71,13 @@ def test_pretrain_through_the_cli_and_resume(tmp_path, shards, tiny_tree):
 def test_config_mistakes_are_one_line_errors(tmp_path, shards):
     runner = CliRunner()
     out = tmp_path / "bad"
-    result = runner.invoke(train_app, ["pretrain", "--data", str(shards), "--out", str(out), "--set", "optim.lrr=1"])
+    result = runner.invoke(
+        train_app, ["pretrain", "--data", str(shards), "--out", str(out), "--set", "optim.lrr=1"]
+    )
     assert result.exit_code == 2
     assert "optim.lrr" in result.output and "lr" in result.output
-    result = runner.invoke(train_app, ["pretrain", "--data", str(shards), "--out", str(out), "--model", "vit-huge"])
+    result = runner.invoke(
+        train_app, ["pretrain", "--data", str(shards), "--out", str(out), "--model", "vit-huge"]
+    )
     assert result.exit_code == 2 and "unknown model" in result.output
     assert not (out / "checkpoint-last.pt").exists()

@@ -30,7 +30,7 @@ def test_resolves_manifest_directory_and_patterns(shards):
 @pytest.mark.parametrize("use_manifest", [True, False])
 def test_stream_resumes_exactly_at_any_position(shards, use_manifest):
     listed = resolve_shards(str(shards) if use_manifest else str(shards.parent / "*.tar"))
-    kw = dict(bufsize=7, initial=3, seed=11)
+    kw = {"bufsize": 7, "initial": 3, "seed": 11}
     full = [s["__key__"] for s in shuffled_samples(listed, **kw)]
     assert sorted(full) == sorted(f"{s:06d}_{i:04d}" for s in range(4) for i in range(6))  # each once
     assert full != sorted(full)  # shuffled across shards
@@ -61,14 +61,18 @@ def _positions_and_keys(dataset, batches: int, batch_size: int, workers: int, po
 
 def _dataset(listed, position, rank=0, world=1):
     crops = MultiCrop((32, 32), (16, 16), 1, jitter_prob=1.0)
-    return PretrainStream(listed, crops, position, rank=rank, world_size=world, seed=3, shuffle_buffer=5, shuffle_initial=2)
+    return PretrainStream(
+        listed, crops, position, rank=rank, world_size=world, seed=3, shuffle_buffer=5, shuffle_initial=2
+    )
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_resume_continues_the_same_batches(shards, workers):
     listed = resolve_shards(str(shards))
     streams = max(1, workers)
-    uninterrupted = _positions_and_keys(_dataset(listed, DataPosition(streams)), 9, 2, workers, DataPosition(streams))
+    uninterrupted = _positions_and_keys(
+        _dataset(listed, DataPosition(streams)), 9, 2, workers, DataPosition(streams)
+    )
     first = DataPosition(streams)
     head = _positions_and_keys(_dataset(listed, DataPosition(streams)), 5, 2, workers, first)
     saved = first.state_dict()

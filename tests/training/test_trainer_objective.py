@@ -59,7 +59,9 @@ def test_teacher_is_the_ema_of_the_student(tiny_config, photos):
         optimizer.zero_grad()
         model.update_teacher(momentum)
         for t, t0, s in zip(teacher, before, student):
-            torch.testing.assert_close(t, momentum * t0 + (1 - momentum) * s.detach(), rtol=1e-6, atol=1e-7)  # fp32 rounding of m*t + (1-m)*s
+            torch.testing.assert_close(
+                t, momentum * t0 + (1 - momentum) * s.detach(), rtol=1e-6, atol=1e-7
+            )  # fp32 rounding of m*t + (1-m)*s
     assert not all(torch.equal(t, s) for t, s in zip(teacher, student))  # it lags the student
     assert all(not t.requires_grad for t in teacher)
 

@@ -42,7 +42,17 @@ def test_resume_gives_the_same_next_step_losses(tmp_path, shards, tiny_config, m
             assert abs(a[key] - b[key]) <= 1e-6, (key, a, b)
 
     state = torch.load(tmp_path / "b" / LAST, weights_only=True)
-    assert {"student", "teacher", "dino_loss", "optimizer", "scheduler", "step", "rng", "data", "config"} <= set(state)
+    assert {
+        "student",
+        "teacher",
+        "dino_loss",
+        "optimizer",
+        "scheduler",
+        "step",
+        "rng",
+        "data",
+        "config",
+    } <= set(state)
     assert state["step"] == 5 and state["config"]["train"]["accum_steps"] == 2
     assert state["data"][0]["batches"] == 10  # 5 steps x 2 micro-batches
     final_a = torch.load(tmp_path / "a" / LAST, weights_only=True)["student"]

@@ -31,8 +31,8 @@ def random_resized_crop_box(
     for _ in range(10):
         target_area = area * _uniform(gen, *scale)
         aspect = ratio * math.exp(_uniform(gen, math.log(3 / 4), math.log(4 / 3)))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
             top = int(torch.randint(0, height - h + 1, (), generator=gen))
             left = int(torch.randint(0, width - w + 1, (), generator=gen))

@@ -48,7 +48,8 @@ class DataPosition:
             if state["num_streams"] != num_streams:
                 log.warning(
                     "data position saved with %d streams, now %d: restarting the streams at their epoch start",
-                    state["num_streams"], num_streams,
+                    state["num_streams"],
+                    num_streams,
                 )
                 epoch = min(e for e, _ in state["streams"].values())
                 self.streams = {k: (epoch, 0) for k in range(num_streams)}
@@ -132,7 +133,7 @@ class PretrainStream(IterableDataset):
             image.draft("RGB", self.transform.decode_size())
             gen = torch.Generator().manual_seed(seed)
             return self.transform(image, gen)
-        except Exception as exc:  # a bad image is skipped, never a crashed run
+        except Exception as exc:  # noqa: BLE001  (a bad image is skipped, never a crashed run)
             log.warning("skipping sample %s from %s: %s", raw.get("__key__"), raw.get("__url__"), exc)
             return None
 
@@ -147,7 +148,9 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def num_streams_for(num_shards: int, world_size: int, num_workers: int) -> int:
     if num_shards < world_size:
-        raise ValueError(f"{num_shards} shards cannot feed {world_size} ranks: need at least one shard per rank")
+        raise ValueError(
+            f"{num_shards} shards cannot feed {world_size} ranks: need at least one shard per rank"
+        )
     return max(1, min(num_workers, num_shards // world_size))
 
 

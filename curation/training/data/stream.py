@@ -62,6 +62,8 @@ def shuffled_samples(
             try:
                 read_id, sample = next(reader)
             except StopIteration:
-                raise ValueError(f"shard {shards[sample_id[0]].url} holds fewer samples than listed") from None
+                raise ValueError(
+                    f"shard {shards[sample_id[0]].url} holds fewer samples than listed"
+                ) from None
             pending[read_id] = sample
         yield pending.pop(sample_id)

@@ -51,4 +51,3 @@ class Attention(nn.Module):
         x = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)  # [B, H, N, Dh]
         x = x.transpose(1, 2).reshape(B, N, D)  # [B, N, D]
         return self.proj(x)
-

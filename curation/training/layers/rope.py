@@ -32,16 +32,14 @@ class Rope2D(nn.Module):
         self.periods.copy_(self.base**exponents)
 
     def grid_angles(self, h: int, w: int) -> Tensor:
-        dd = dict(device=self.periods.device, dtype=torch.float32)
+        dd = {"device": self.periods.device, "dtype": torch.float32}
         ys = torch.arange(0.5, h, **dd) / h * 2 - 1  # [h]
         xs = torch.arange(0.5, w, **dd) / w * 2 - 1  # [w]
         coords = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).flatten(0, 1)  # [h*w, 2]
         angles = 2 * math.pi * coords[:, :, None] / self.periods.float()  # [h*w, 2, Dh/4]
         return angles.flatten(1).tile(2)  # [h*w, Dh]
 
-    def forward(
-        self, h: int, w: int, num_prefix: int, keep: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, h: int, w: int, num_prefix: int, keep: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """sin, cos for `num_prefix` prefix tokens then the grid tokens (all, or those in `keep`).
 
         Returns tensors broadcastable to [B, heads, N, Dh]: [1, 1, N, Dh], or [B, 1, N, Dh] with `keep`.
