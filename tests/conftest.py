@@ -39,8 +39,3 @@ def sample_crawl(tmp_path_factory):
     info = build_sample_crawl(str(root), form="folder", seed=0)
     return root, info
 
-
-def base_overrides(*extra: str) -> list[str]:
-    """The non-model DAG: what the foundation tests run end to end."""
-    return ["run.stages=[ingest,decode,filter,shard]", "filters.min_person_short_side=null",
-            "ingest.shard_size=16", *extra]

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import base_overrides
+from run_helpers import base_overrides
 from curation.config import load_config
 from curation.pipeline import run_pipeline
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import base_overrides
+from run_helpers import base_overrides
 from curation.config import load_config
 from curation.io.tars import unsafe_name
 from curation.pipeline import run_pipeline

@@ -5,7 +5,7 @@ import json
 import pytest
 import webdataset as wds
 
-from conftest import base_overrides
+from run_helpers import base_overrides
 from curation.config import ConfigError, load_config
 from curation.io import fs
 from curation.manifests.manifest import verify_manifest

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from conftest import base_overrides
+from run_helpers import base_overrides
 
 pytestmark = pytest.mark.timeout(400)
 
