@@ -133,4 +133,5 @@ def build_near_dup_rows() -> list[dict]:
             add(name, kind, data)
     for r in [r for r in rows if r["kind"] == "original"][:4]:
         add(r["source"], "exact_copy", r["image"])
+        rows[-1]["aesthetic"] = r["aesthetic"]  # same bytes, same score
     return rows
