@@ -45,6 +45,7 @@ class PhashConfig(StageConfig):
     partitions: int | None = None  # shuffle partitions; None = from rows_per_partition
     rows_per_partition: int = 4_000_000  # band rows per partition (memory per worker)
     broadcast_max_rows: int = 2_000_000  # duplicates lookup: broadcast below, hash join above
+    shuffle: str = "sort"  # "sort" | "push" | "hash": Ray shuffle of the groupby (ray_ops.with_shuffle)
 
 
 def _hash_batch(batch: pa.Table, decode_min_side: int, extra: list[str]) -> pa.Table:
@@ -131,7 +132,8 @@ class PhashStage(Stage):
         n_parts = cfg.partitions or max(int(ctx.num_cpus), math.ceil(n * (len(layout.tables) + 1) / cfg.rows_per_partition))
         bands = hashed.map_batches(_bands_of_hashed, batch_format="pyarrow",
                                    fn_kwargs={"layout": layout, "n_partitions": n_parts, "attrs": attrs})
-        edges = by_partition(bands, n_parts, partition_edges, max_distance=cfg.max_distance, attrs=attrs)
+        edges = by_partition(bands, n_parts, partition_edges, shuffle=cfg.shuffle,
+                             max_distance=cfg.max_distance, attrs=attrs)
         parts = [t for t in ray.get(edges.to_arrow_refs()) if t.num_rows]
         edge_table = pa.concat_tables(parts, promote_options="permissive") if parts else None
         lookup = resolve(edge_table, policy, attrs) if edge_table is not None else resolve(

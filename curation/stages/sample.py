@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from curation.clustering.balanced_sampling import allocate, cluster_rng, select_in_cluster
 from curation.config import ConfigError, StageConfig
-from curation.dedup.ray_ops import by_partition, finalize
+from curation.dedup.ray_ops import by_partition, finalize, with_shuffle
 from curation.stages.base import Resources, Stage
 from curation.stages.cluster import LEVEL_COLUMNS, ClusterConfig
 from curation.stages.registry import register_stage
@@ -38,6 +38,7 @@ class SampleConfig(StageConfig):
     target_fraction: float = 0.25  # of the rows reaching this stage (Humans-1B: ~4B -> ~1B)
     strategy: str = "random"  # inside a level-1 cluster: "random" or "closest" (to its centroid)
     multiplier: int = 1  # a cluster may give up to multiplier x its size (repeats)
+    shuffle: str = "sort"  # "sort" | "push" | "hash": Ray shuffle of the groupby (ray_ops.with_shuffle)
 
 
 def _select(rows: pa.Table, clusters: np.ndarray, quota: np.ndarray, strategy: str, multiplier: int,
@@ -86,9 +87,10 @@ class SampleStage(Stage):
             raise ConfigError(f"sample.multiplier must be >= 1, got {cfg.multiplier}")
 
     def allocation(self, ds, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(level-1 cluster ids sorted, target per cluster)."""
+        """(level-1 cluster ids sorted, target per level-1 cluster)."""
         levels = list(LEVEL_COLUMNS[: self.n_levels()])
-        sizes = pa.Table.from_pandas(ds.groupby(levels).count().to_pandas(), preserve_index=False)
+        counted = with_shuffle(ds, self._cfg.shuffle).groupby(levels).count()
+        sizes = pa.Table.from_pandas(counted.to_pandas(), preserve_index=False)
         sizes = sizes.filter(pc.is_valid(sizes["cluster_l1"])).sort_by("cluster_l1")
         paths = np.stack([sizes[c].to_numpy() for c in levels], axis=1)
         counts = sizes["count()"].to_numpy()
@@ -100,5 +102,8 @@ class SampleStage(Stage):
         self.check()
         cfg = self._cfg
         clusters, quota = self.allocation(ds, int(ctx.seed))
-        return by_partition(ds, int(ctx.num_cpus), _select, key="cluster_l1", clusters=clusters, quota=quota,
+        # whole level-1 clusters per call; ~1M rows of (ids, distance) per shuffle partition
+        n_parts = max(int(ctx.num_cpus), math.ceil(ds.count() / 1_000_000))
+        return by_partition(ds, n_parts, _select, key="cluster_l1", shuffle=cfg.shuffle,
+                            clusters=clusters, quota=quota,
                             strategy=cfg.strategy, multiplier=cfg.multiplier, seed=int(ctx.seed))

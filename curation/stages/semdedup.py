@@ -46,6 +46,7 @@ class SemdedupConfig(StageConfig):
     keep: list[str] = field(default_factory=lambda: list(DEFAULT_KEEP))
     n_iter: int = 20
     fit_points_per_centroid: int = 128  # k-means training sample per centroid
+    shuffle: str = "sort"  # "sort" | "push" | "hash": Ray shuffle of the groupby (ray_ops.with_shuffle)
 
 
 def _assign(batch: pa.Table, centroids: np.ndarray, keep_cols: list[str]) -> pa.Table:
@@ -123,5 +124,5 @@ class SemdedupStage(Stage):
                                   fn_kwargs={"centroids": centroids, "keep_cols": list(KeepPolicy(tuple(cfg.keep)).columns())})
         # ~1M rows (1 GiB of float16 CLIP) per shuffle partition; each call sees one cluster
         n_parts = max(int(ctx.num_cpus), math.ceil(n / 1_000_000))
-        return by_partition(assigned, n_parts, _dedup_cluster, key=CLUSTER,
+        return by_partition(assigned, n_parts, _dedup_cluster, key=CLUSTER, shuffle=cfg.shuffle,
                             eps=cfg.eps, max_cluster_size=cfg.max_cluster_size, keep=list(cfg.keep), seed=int(ctx.seed))
