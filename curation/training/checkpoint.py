@@ -29,7 +29,11 @@ from torch.distributed.checkpoint.state_dict import (
 from curation.training.distributed import DistInfo, all_gather_object
 
 LAST = "checkpoint-last.pt"
-PARTS = ("student", "teacher", "dino_loss")  # the meta-arch's children, stored as separate entries
+
+
+def _parts(model: nn.Module) -> list[str]:
+    """The model's children (pretraining: student, teacher, dino_loss), stored as separate entries."""
+    return [name for name, _ in model.named_children()]
 
 
 def rng_state() -> dict[str, Any]:
@@ -122,7 +126,7 @@ def load_checkpoint(
     """Restores weights, optimiser and scheduler in place; returns step, this rank's data position
     and RNG state (set it after the data loader exists), and the saved config."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    weights = {f"{part}.{k}": v for part in PARTS for k, v in state[part].items()}
+    weights = {f"{part}.{k}": v for part in _parts(model) for k, v in state[part].items()}
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, weights, options=options)
     if optimizer is not None:

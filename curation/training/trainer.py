@@ -22,7 +22,8 @@ from curation.training.config import PretrainConfig
 from curation.training.data import (
     DataPosition,
     MultiCrop,
-    PretrainStream,
+    PretrainViews,
+    SampleStream,
     build_loader,
     num_streams_for,
     resolve_shards,
@@ -132,9 +133,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
         d.jitter_prob,
         d.hflip_prob,
     )
-    dataset = PretrainStream(
+    dataset = SampleStream(
         shards,
-        crops,
+        PretrainViews(crops),
         position,
         rank=info.rank,
         world_size=info.world_size,

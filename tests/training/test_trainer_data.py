@@ -7,7 +7,14 @@ import itertools
 import pytest
 import torch
 
-from curation.training.data import DataPosition, MultiCrop, PretrainStream, build_loader, resolve_shards
+from curation.training.data import (
+    DataPosition,
+    MultiCrop,
+    PretrainViews,
+    SampleStream,
+    build_loader,
+    resolve_shards,
+)
 from curation.training.data.shards import count_samples
 from curation.training.data.stream import shuffled_samples
 
@@ -61,8 +68,15 @@ def _positions_and_keys(dataset, batches: int, batch_size: int, workers: int, po
 
 def _dataset(listed, position, rank=0, world=1):
     crops = MultiCrop((32, 32), (16, 16), 1, jitter_prob=1.0)
-    return PretrainStream(
-        listed, crops, position, rank=rank, world_size=world, seed=3, shuffle_buffer=5, shuffle_initial=2
+    return SampleStream(
+        listed,
+        PretrainViews(crops),
+        position,
+        rank=rank,
+        world_size=world,
+        seed=3,
+        shuffle_buffer=5,
+        shuffle_initial=2,
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -70,11 +71,34 @@ class DataPosition:
         return min(e for e, _ in self.streams.values())
 
 
-class PretrainStream(IterableDataset):
+def decode_image(raw: dict[str, Any], draft: tuple[int, int] | None = None) -> Image.Image:
+    """The sample's image, decoded at reduced scale when `draft` (w, h) allows (JPEG DCT scaling)."""
+    key = next((k for k in IMAGE_KEYS if k in raw), None)
+    if key is None:
+        raise ValueError(f"no image ({'/'.join(IMAGE_KEYS)}) in sample")
+    image = Image.open(io.BytesIO(raw[key]))
+    if draft is not None:
+        image.draft("RGB", draft)
+    return image.convert("RGB")
+
+
+class PretrainViews:
+    """Decoder for pretraining: the image's multi-crop views."""
+
+    def __init__(self, crops: MultiCrop):
+        self.crops = crops
+
+    def __call__(self, raw: dict[str, Any], gen: torch.Generator) -> dict[str, Any]:
+        return self.crops(decode_image(raw, self.crops.decode_size()), gen)
+
+
+class SampleStream(IterableDataset):
+    """Endless (or `epochs`-long) decoded sample streams; `decode(raw, generator)` makes a sample."""
+
     def __init__(
         self,
         shards: list[Shard],
-        transform: MultiCrop,
+        decode: Callable[[dict[str, Any], torch.Generator], dict[str, Any]],
         position: DataPosition,
         *,
         rank: int = 0,
@@ -82,17 +106,21 @@ class PretrainStream(IterableDataset):
         seed: int = 0,
         shuffle_buffer: int = 1000,
         shuffle_initial: int = 100,
+        shuffle_shards: bool = True,
+        epochs: int | None = None,
     ):
-        self.shards, self.transform = shards, transform
+        self.shards, self.decode_fn = shards, decode
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.bufsize, self.initial = shuffle_buffer, shuffle_initial
+        self.shuffle_shards, self.epochs = shuffle_shards, epochs
         self.num_streams = position.num_streams
         self.start = dict(position.streams)
         self.rotation = position.batches % position.num_streams
 
     def stream_shards(self, epoch: int, stream: int) -> list[Shard]:
         order = list(range(len(self.shards)))
-        random.Random(_seed(self.seed, epoch)).shuffle(order)
+        if self.shuffle_shards:
+            random.Random(_seed(self.seed, epoch)).shuffle(order)
         mine = order[self.rank :: self.world_size][stream :: self.num_streams]
         return [self.shards[i] for i in mine]
 
@@ -103,7 +131,7 @@ class PretrainStream(IterableDataset):
 
     def stream(self, stream: int):
         epoch, pos = self.start[stream]
-        while True:
+        while self.epochs is None or epoch < self.epochs:
             shards = self.stream_shards(epoch, stream)
             samples = shuffled_samples(
                 shards,
@@ -125,25 +153,25 @@ class PretrainStream(IterableDataset):
             epoch, pos = epoch + 1, 0
 
     def decode(self, raw: dict[str, Any], seed: int) -> dict[str, Any] | None:
-        key = next((k for k in IMAGE_KEYS if k in raw), None)
         try:
-            if key is None:
-                raise ValueError(f"no image ({'/'.join(IMAGE_KEYS)}) in sample")
-            image = Image.open(io.BytesIO(raw[key]))
-            image.draft("RGB", self.transform.decode_size())
-            gen = torch.Generator().manual_seed(seed)
-            return self.transform(image, gen)
-        except Exception as exc:  # noqa: BLE001  (a bad image is skipped, never a crashed run)
+            return self.decode_fn(raw, torch.Generator().manual_seed(seed))
+        except Exception as exc:  # noqa: BLE001  (a bad sample is skipped, never a crashed run)
             log.warning("skipping sample %s from %s: %s", raw.get("__key__"), raw.get("__url__"), exc)
             return None
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "global": torch.stack([it["global"] for it in items]),  # [B, G, 3, H, W]
-        "local": torch.stack([it["local"] for it in items]),  # [B, L, 3, h, w]
-        "position": items[-1]["position"],  # the stream's position after this batch
-    }
+    """Stack every tensor field (pretraining: global [B, G, 3, H, W], local [B, L, 3, h, w]); lists
+    of other values; `position` is the stream's position after this batch."""
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        if key == "position":
+            out[key] = items[-1][key]
+        elif isinstance(items[0][key], torch.Tensor):
+            out[key] = torch.stack([it[key] for it in items])
+        else:
+            out[key] = [it[key] for it in items]
+    return out
 
 
 def num_streams_for(num_shards: int, world_size: int, num_workers: int) -> int:
@@ -155,7 +183,7 @@ def num_streams_for(num_shards: int, world_size: int, num_workers: int) -> int:
 
 
 def build_loader(
-    dataset: PretrainStream, batch_size: int, num_workers: int, pin_memory: bool = False
+    dataset: SampleStream, batch_size: int, num_workers: int, pin_memory: bool = False
 ) -> DataLoader:
     workers = dataset.num_streams if num_workers > 0 else 0
     return DataLoader(
@@ -164,7 +192,7 @@ def build_loader(
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin_memory,
-        persistent_workers=workers > 0,
+        persistent_workers=workers > 0 and dataset.epochs is None,
         prefetch_factor=2 if workers > 0 else None,
         in_order=True,  # batch k comes from worker k % workers: the resume mapping relies on it
         # Its own generator: creating the iterator must not draw from the global RNG, which the
