@@ -87,7 +87,7 @@ def save_checkpoint(
         return None
     state = {
         part: {k.removeprefix(part + "."): v for k, v in weights.items() if k.startswith(part + ".")}
-        for part in PARTS
+        for part in _parts(model)
     }
     state.update(
         optimizer=optim,
