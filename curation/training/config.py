@@ -163,12 +163,9 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def load_pretrain_config(
-    path: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    **fields: Any,
-) -> PretrainConfig:
-    """Defaults, then the YAML file, then `fields` ("data.data" style keys from CLI flags), then --set."""
+def load_tree(path: str | Path | None = None, overrides=(), **fields: Any) -> dict[str, Any]:
+    """Defaults-free config tree: the YAML file, then `fields` (`data__data=...` style keys from CLI
+    flags, None skipped), then each `--set key=value`."""
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -184,4 +181,13 @@ def load_pretrain_config(
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
-    return PretrainConfig.from_dict(_yaml_floats(tree))
+    return _yaml_floats(tree)
+
+
+def load_pretrain_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **fields: Any,
+) -> PretrainConfig:
+    """Defaults, then the YAML file, then `fields` ("data__data" for data.data, from CLI flags), then --set."""
+    return PretrainConfig.from_dict(load_tree(path, overrides, **fields))

@@ -11,19 +11,18 @@ from curation.training.schedules import warmup_cosine
 NO_DECAY_NAMES = ("cls_token", "register_tokens", "window_cls", "mask_token", "gamma")
 
 
-def param_groups(student: nn.ModuleDict, weight_decay: float, layer_decay: float) -> list[dict]:
+def param_groups(
+    model: nn.Module, backbone: nn.Module, weight_decay: float, layer_decay: float
+) -> list[dict]:
     """Groups keyed by (LR scale, decay or not). Backbone depth i gets `layer_decay**(depth + 1 - i)`;
-    the heads and decoder sit above the last block and get the full LR."""
-    backbone = student["backbone"]
+    everything outside the backbone (heads, decoder) sits above the last block and gets the full LR."""
     top = backbone.depth + 1
+    in_backbone = {id(p): name for name, p in backbone.named_parameters()}
     groups: dict[tuple[float, bool], dict] = {}
-    for name, param in student.named_parameters():
+    for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if name.startswith("backbone."):
-            layer = backbone.layer_id(name.removeprefix("backbone."))
-        else:
-            layer = top
+        layer = backbone.layer_id(in_backbone[id(param)]) if id(param) in in_backbone else top
         scale = layer_decay ** (top - layer)
         no_decay = param.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES
         group = groups.setdefault(
@@ -35,8 +34,8 @@ def param_groups(student: nn.ModuleDict, weight_decay: float, layer_decay: float
     return list(groups.values())
 
 
-def build_optimizer(student: nn.ModuleDict, cfg: OptimConfig) -> torch.optim.AdamW:
-    groups = param_groups(student, cfg.weight_decay, cfg.layer_decay)
+def build_optimizer(model: nn.Module, backbone: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    groups = param_groups(model, backbone, cfg.weight_decay, cfg.layer_decay)
     for g in groups:
         g["lr"] = cfg.lr * g["lr_scale"]
         del g["names"]  # kept out of the optimizer's state_dict

@@ -100,7 +100,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
         torch.set_flush_denormal(True)
 
     model, wrapped, strategy = build_model(cfg, info, bf16)
-    optimizer = build_optimizer(model.student, cfg.optim)
+    optimizer = build_optimizer(model.student, model.student["backbone"], cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, t.steps)
     _seed_all(t.seed + 1000 * info.rank)  # masks differ across ranks
 

@@ -24,7 +24,7 @@ def test_mae_loss_halves_and_cl_loss_moves_on_real_photos(tiny_config, photos):
     cfg = tiny_config("", "optim.lr=2e-3")
     torch.manual_seed(0)
     model = SSLMetaArch(cfg)
-    optimizer = build_optimizer(model.student, cfg.optim)
+    optimizer = build_optimizer(model.student, model.student["backbone"], cfg.optim)
     global_crops, local_crops = _crops(photos)
     mae, cl = [], []
     for _ in range(250):
@@ -49,7 +49,7 @@ def test_teacher_is_the_ema_of_the_student(tiny_config, photos):
     model = SSLMetaArch(cfg)
     teacher, student = model.teacher_student_pairs()
     assert all(torch.equal(t, s) for t, s in zip(teacher, student))  # starts as a copy
-    optimizer = build_optimizer(model.student, cfg.optim)
+    optimizer = build_optimizer(model.student, model.student["backbone"], cfg.optim)
     global_crops, local_crops = _crops(photos)
     momentum = 0.9
     for _ in range(3):

@@ -1,0 +1,99 @@
+"""Typed post-training config: defaults < YAML file < CLI flags < `--set a.b=c`. Saved like pretraining's."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curation.config import ConfigError, build_dataclass
+from curation.training.config import OptimConfig, TrainConfig, load_tree
+
+TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
+
+
+@dataclass
+class HeadModelConfig:
+    backbone: str = ""  # a pretraining checkpoint (its student backbone and its config's model name)
+    init: str = "checkpoint"  # or "random": an untrained backbone of `name`, only when asked by name
+    name: str = "sapiens2-0.4b"  # with init=random; from the checkpoint otherwise
+    mode: str = "finetune"  # finetune (layer-wise LR decay) | frozen (only the head trains)
+    channels: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])  # dense decoder widths
+    pose_channels: int = 256  # deconv width of the pose head
+
+
+@dataclass
+class HeadDataConfig:
+    data: str = ""  # labelled shards: manifest.json or a pattern
+    batch_size: int = 16
+    input_size: list[int] = field(default_factory=lambda: [1024, 768])  # H, W
+    scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # dense: random-resized-crop area
+    hflip_prob: float = 0.5
+    rotation: float = 30.0  # pose: max degrees
+    box_scale: list[float] = field(default_factory=lambda: [0.75, 1.25])  # pose: box size jitter
+    box_padding: float = 1.25  # pose: crop = box x padding
+    augment: bool = True
+    shuffle_buffer: int = 1000
+    shuffle_initial: int = 100
+    num_workers: int = 4
+
+
+@dataclass
+class HeadLossConfig:
+    heatmap_sigma: float = 2.0
+    ohkm_topk: int = 8
+    ohkm_weight: float = 1.0
+    class_weights: list[float] | None = None  # seg: 29 weights; None = all 1
+    dice_weight: float = 1.0
+    l1_weight: float = 1.0
+    grad_weight: float = 1.0
+    chroma_weight: float = 1.0
+    scale_weight: float = 1.0
+    canonical_focal: float = 1000.0  # pointmap: pixels, at the input resolution
+
+
+@dataclass
+class HeadTrainConfig:
+    task: str = "seg"
+    model: HeadModelConfig = field(default_factory=HeadModelConfig)
+    data: HeadDataConfig = field(default_factory=HeadDataConfig)
+    loss: HeadLossConfig = field(default_factory=HeadLossConfig)
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=500, layer_decay=0.9)
+    )
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=20000, ckpt_every=1000))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> HeadTrainConfig:
+        cfg = build_dataclass(cls, tree, "")
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.model.init not in ("checkpoint", "random"):
+            raise ConfigError(f"model.init must be checkpoint or random, got {self.model.init!r}")
+        if self.model.init == "checkpoint" and not self.model.backbone:
+            raise ConfigError(
+                "no backbone: give --backbone CHECKPOINT, or --set model.init=random to train from scratch"
+            )
+        if self.model.mode not in ("finetune", "frozen"):
+            raise ConfigError(f"model.mode must be finetune or frozen, got {self.model.mode!r}")
+        if len(self.data.input_size) != 2 or any(s % 16 for s in self.data.input_size):
+            raise ConfigError(f"data.input_size must be two multiples of 16, got {self.data.input_size}")
+        if self.loss.class_weights is not None and len(self.loss.class_weights) != 29:
+            raise ConfigError("loss.class_weights needs 29 values, one per body-part class")
+
+
+def load_head_config(path: str | Path | None = None, overrides=(), **fields: Any) -> HeadTrainConfig:
+    return HeadTrainConfig.from_dict(load_tree(path, overrides, **fields))

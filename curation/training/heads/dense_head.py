@@ -1,0 +1,80 @@
+"""Dense heads: a PixelShuffle decoder from the stride-16 feature map back to input resolution.
+
+Each stage is a 3x3 conv to 4x the next width followed by PixelShuffle(2): upsampling by
+rearranging learned channels (no checkerboard artefacts of strided transposed convs, no blur of
+bilinear upsampling), which keeps edges sharp for segmentation and normals.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PixelShuffleDecoder(nn.Module):
+    def __init__(self, in_dim: int, out_channels: int, channels: list[int], stride: int = 16):
+        super().__init__()
+        stages = int(math.log2(stride))
+        if 2**stages != stride or len(channels) != stages + 1:
+            raise ValueError(f"stride {stride} needs {stages + 1} channel widths, got {channels}")
+        self.proj = nn.Conv2d(in_dim, channels[0], kernel_size=1)
+        self.stages = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(c_in, c_out * 4, kernel_size=3, padding=1),
+                nn.PixelShuffle(2),
+                nn.GELU(),
+            )
+            for c_in, c_out in zip(channels[:-1], channels[1:])
+        )
+        self.out = nn.Conv2d(channels[-1], out_channels, kernel_size=3, padding=1)
+
+    def forward(self, features: Tensor) -> Tensor:
+        x = self.proj(features)  # [B, C0, h, w]
+        for stage in self.stages:
+            x = stage(x)  # [B, C_i, 2h, 2w]
+        return self.out(x)  # [B, out, 16h, 16w]
+
+
+class SegHead(PixelShuffleDecoder):
+    pass
+
+
+class NormalHead(PixelShuffleDecoder):
+    """Unit normals: the decoder's 3 channels, L2-normalised per pixel."""
+
+    def __init__(self, in_dim: int, channels: list[int], stride: int = 16):
+        super().__init__(in_dim, 3, channels, stride)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return F.normalize(super().forward(features), dim=1, eps=1e-6)  # [B, 3, H, W]
+
+
+class AlbedoHead(PixelShuffleDecoder):
+    """Albedo in [0, 1] RGB."""
+
+    def __init__(self, in_dim: int, channels: list[int], stride: int = 16):
+        super().__init__(in_dim, 3, channels, stride)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.sigmoid(super().forward(features))  # [B, 3, H, W]
+
+
+class PointmapHead(nn.Module):
+    """Per-pixel XYZ in a camera with a canonical focal length, plus a global log-scale.
+
+    Metric points are `points * exp(log_scale)`: the scale, which needs the true focal length,
+    is predicted from the whole image, and the canonical points need only local shape."""
+
+    def __init__(self, in_dim: int, channels: list[int], stride: int = 16):
+        super().__init__()
+        self.points = PixelShuffleDecoder(in_dim, 3, channels, stride)
+        self.scale = nn.Sequential(nn.Linear(in_dim, channels[0]), nn.GELU(), nn.Linear(channels[0], 1))
+
+    def forward(self, features: Tensor) -> dict[str, Tensor]:
+        return {
+            "points": self.points(features),  # [B, 3, H, W]
+            "log_scale": self.scale(features.mean(dim=(2, 3)))[:, 0],  # [B]
+        }
