@@ -35,7 +35,10 @@ import pyarrow as pa  # noqa: E402
 MODEL_STAGES = ["detect", "headpose", "embed", "quality", "text"]
 OVERRIDES = ["detect.weights=random", "embed.weights=random", "quality.weights=random",
              "filters.min_person_short_side=null", "ingest.shard_size=32",
-             "run.stages=[ingest,decode,detect,headpose,embed,quality,text,filter,shard]"]
+             "run.stages=[ingest,decode,detect,headpose,embed,quality,text,filter,shard]",
+             # Until ray_runtime.place() budgets task stages next to 5 actor pools on 2 CPUs, a
+             # whole-CPU decode task starves the load/write tasks and the job never finishes.
+             "decode.num_cpus=0.2"]
 
 
 def crawl_rows(crawl: Path, cfg) -> pa.Table:

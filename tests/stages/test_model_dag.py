@@ -14,7 +14,7 @@ from curation.schema import ID, REJECT
 
 from .media import jpeg
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # one ~45 s pipeline run, shared
 
 DAG = "run.stages=[ingest,decode,detect,headpose,embed,quality,text,filter,shard]"
 # The crawl's short sides: bus 810, zidane 720 | astronaut 512, hopper 512, coffee 400, chelsea 300.
