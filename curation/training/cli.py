@@ -57,5 +57,62 @@ def pretrain(
         )
 
 
+@train_app.command()
+def head(
+    task: Annotated[str, typer.Option(help="pose | seg | normal | pointmap | albedo")],
+    data: Annotated[
+        str, typer.Option(help="Labelled shards: manifest.json or a pattern (see docs/training.md)")
+    ],
+    out: Annotated[Path, typer.Option(help="Output directory: config.yaml, metrics.jsonl, checkpoints")],
+    backbone: Annotated[str | None, typer.Option(help="Pretraining checkpoint with the backbone")] = None,
+    mode: Annotated[str | None, typer.Option(help="finetune (default) | frozen")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config file")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: --set optim.lr=1e-4")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint-last.pt when it exists")] = True,
+) -> None:
+    """Train a task head on a pretrained backbone (frozen, or fine-tuned with layer-wise LR decay)."""
+    from curation.training.heads.config import load_head_config
+
+    try:
+        cfg = load_head_config(
+            config, set_ or (), task=task, data__data=data, model__backbone=backbone, model__mode=mode
+        )
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    from curation.training.heads.trainer import train_head
+
+    history = train_head(cfg, out, resume=resume)
+    if history and os.environ.get("RANK", "0") == "0":
+        typer.echo(f"done: step {history[-1]['step']} loss {history[-1]['loss']:.4f}")
+
+
+@train_app.command("eval")
+def evaluate(
+    checkpoint: Annotated[
+        Path, typer.Option(help="A head checkpoint (OUT/checkpoint-last.pt of `train head`)")
+    ],
+    data: Annotated[str, typer.Option(help="Labelled shards: manifest.json or a pattern")],
+    task: Annotated[str | None, typer.Option(help="Check the checkpoint is for this task")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the training batch size")] = None,
+    output: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON here")] = None,
+) -> None:
+    """Print a trained head's metrics on a labelled shard set."""
+    import json
+
+    from curation.training.heads.evaluate import evaluate as run_eval
+    from curation.training.heads.evaluate import load_head_checkpoint
+
+    model, cfg = load_head_checkpoint(checkpoint)
+    if task is not None and task != cfg.task:
+        raise typer.BadParameter(f"{checkpoint} is a {cfg.task} head, not {task}")
+    metrics = run_eval(model, cfg, data, batch_size=batch_size)
+    text = json.dumps({"task": cfg.task, **metrics}, indent=2)
+    typer.echo(text)
+    if output is not None:
+        output.write_text(text + "\n")
+
+
 if __name__ == "__main__":
     train_app()

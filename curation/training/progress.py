@@ -19,7 +19,13 @@ def _fmt(v: Any) -> str:
 
 class MetricsLogger:
     def __init__(
-        self, out_dir: Path, total_steps: int, start_step: int, mode: str = "auto", tensorboard: bool = True
+        self,
+        out_dir: Path,
+        total_steps: int,
+        start_step: int,
+        mode: str = "auto",
+        tensorboard: bool = True,
+        title: str = "pretrain",
     ):
         self.out_dir = out_dir
         self.total = total_steps
@@ -31,7 +37,7 @@ class MetricsLogger:
         self.progress = None
         if mode == "bar":
             self.progress = Progress(
-                TextColumn("[bold]pretrain"),
+                TextColumn(f"[bold]{title}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[metrics]}"),
@@ -64,11 +70,8 @@ class MetricsLogger:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
                     self.tb.add_scalar(k, v, step)
-        shown = " ".join(
-            f"{k}={_fmt(row[k])}"
-            for k in ("loss", "mae", "cl", "lr", "images_per_s", "tokens_per_s")
-            if k in row
-        )
+        hidden = {"step", "teacher_temp", "epoch", "grad_norm"}
+        shown = " ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in hidden)
         if self.progress is not None:
             self.progress.update(self.task, completed=step, metrics=shown)
         elif self.mode == "lines":

@@ -7,6 +7,7 @@ bilinear upsampling), which keeps edges sharp for segmentation and normals.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -27,7 +28,7 @@ class PixelShuffleDecoder(nn.Module):
                 nn.PixelShuffle(2),
                 nn.GELU(),
             )
-            for c_in, c_out in zip(channels[:-1], channels[1:])
+            for c_in, c_out in itertools.pairwise(channels)
         )
         self.out = nn.Conv2d(channels[-1], out_channels, kernel_size=3, padding=1)
 

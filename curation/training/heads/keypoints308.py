@@ -13,6 +13,8 @@ hand, the hand root being the body's wrist). Documented defaults elsewhere:
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 BODY = [
@@ -100,7 +102,7 @@ def _hand_links(side: str) -> list[tuple[str, str]]:
     links = []
     for finger in ("thumb", "forefinger", "middle_finger", "ring_finger", "pinky_finger"):
         chain = [f"{side}_wrist"] + [f"{side}_{finger}{i}" for i in range(1, 5)]
-        links += list(zip(chain[:-1], chain[1:]))
+        links += list(itertools.pairwise(chain))
     return links
 
 

@@ -41,7 +41,7 @@ def encode(
 
 def decode(heatmaps: Tensor, input_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """heatmaps [B, K, h, w] -> keypoints [B, K, 2] in input pixels, scores [B, K] (peak values)."""
-    B, K, h, w = heatmaps.shape
+    _B, _K, h, w = heatmaps.shape
     flat = heatmaps.flatten(2)  # [B, K, h*w]
     scores, idx = flat.max(dim=-1)
     x, y = (idx % w).float(), (idx // w).float()  # [B, K]
