@@ -23,6 +23,9 @@ import numpy as np
 
 HASH_BITS = 64
 MAX_TABLES = 256
+BIG_BUCKET = 32  # buckets above this many rows get identical hashes collapsed before pairing
+CHUNK = 1 << 18  # rows per cache-sized chunk: 2 MiB per uint64 temporary
+_EMPTY = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -68,55 +71,113 @@ def make_layout(max_distance: int, num_blocks: int) -> BandLayout:
     return BandLayout(max_distance, tuple(zip(shifts, widths)), tables)
 
 
+def _bit_runs(layout: BandLayout, table: int) -> list[tuple[int, int]]:
+    """The table's blocks as (shift, width) runs of adjacent bits: blocks 2,3 are one run."""
+    runs: list[list[int]] = []
+    for b in layout.tables[table]:
+        shift, width = layout.blocks[b]
+        if runs and runs[-1][0] == shift + width:  # continues the previous (higher) run
+            runs[-1] = [shift, runs[-1][1] + width]
+        else:
+            runs.append([shift, width])
+    return [(sh, w) for sh, w in runs]
+
+
 def table_keys(hashes: np.ndarray, layout: BandLayout, table: int) -> np.ndarray:
     """Bucket keys of every hash in one table: the table id above `key_bits`, then the chosen
     blocks' bits. Keys of different tables never collide, so rows of many tables can share one
     shuffle partition (the Ray stage) and one `verified_pairs` call."""
     h = np.asarray(hashes, dtype=np.uint64)
     key = np.zeros(len(h), dtype=np.uint64)
-    for b in layout.tables[table]:
-        shift, width = layout.blocks[b]
-        key = (key << np.uint64(width)) | ((h >> np.uint64(shift)) & np.uint64((1 << width) - 1))
-    return key | (np.uint64(table) << np.uint64(layout.key_bits))
+    part = np.empty_like(key)
+    for shift, width in _bit_runs(layout, table):  # in place, one run of adjacent blocks at a time
+        np.left_shift(key, np.uint64(width), out=key)
+        np.right_shift(h, np.uint64(shift), out=part)
+        np.bitwise_and(part, np.uint64((1 << width) - 1), out=part)
+        np.bitwise_or(key, part, out=key)
+    np.bitwise_or(key, np.uint64(table) << np.uint64(layout.key_bits), out=key)
+    return key
+
+
+def packed_table(hashes: np.ndarray, layout: BandLayout, table: int, idx_bits: int,
+                 out: np.ndarray) -> np.ndarray:
+    """(table key << idx_bits) | row, for every row, into `out`.
+
+    Packing (key, row) into one uint64 lets numpy's SIMD sort run on plain integers (10M rows
+    sort in ~0.2 s here against ~1.3 s for an argsort of the keys). Built a cache-sized chunk at a
+    time: at 10M rows every whole-array temporary is 80 MB, and those passes through main memory,
+    not the sort, made the 10M run 20x slower than the 1M one.
+    """
+    h = np.asarray(hashes, dtype=np.uint64)
+    for start in range(0, len(h), CHUNK):
+        key = table_keys(h[start:start + CHUNK], layout, table)
+        np.left_shift(key, np.uint64(idx_bits), out=key)
+        np.bitwise_or(key, np.arange(start, start + len(key), dtype=np.uint64), out=key)
+        out[start:start + len(key)] = key
+    return out
+
+
+def pairs_in_sorted(packed: np.ndarray, idx_bits: int, hashes: np.ndarray, max_distance: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Verified pairs among rows of equal key, from sorted packed (key, row) values."""
+    n = len(packed)
+    same = []
+    for start in range(0, max(n - 1, 0), CHUNK):  # chunked for the cache, as in packed_table
+        seg = np.right_shift(packed[start:start + CHUNK + 1], np.uint64(idx_bits))
+        same.append(np.flatnonzero(seg[1:] == seg[:-1]) + start)
+    if not same or not sum(len(x) for x in same):
+        return _EMPTY, _EMPTY
+    pos = _rows_in_runs(np.concatenate(same))  # rows sharing their bucket: usually a tiny fraction
+    k = np.right_shift(packed[pos], np.uint64(idx_bits))
+    rows = (packed[pos] & np.uint64((1 << idx_bits) - 1)).astype(np.int64)
+    return _verify_runs(k, rows, hashes, max_distance)
 
 
 def verified_pairs(keys: np.ndarray, hashes: np.ndarray, max_distance: int
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (i, j), i != j, with keys[i] == keys[j] and popcount(h_i ^ h_j) <= max_distance.
-
-    Rows are sorted by key; for offset o = 1, 2, ... the rows whose run still reaches o positions
-    ahead are compared with that neighbour. Work and memory are O(rows + candidate pairs), and
-    pairs are verified as they are generated, so a bucket never materialises its s^2 candidates.
-    (A bucket of s *distinct* hashes still costs s^2/2 popcounts; callers collapse identical
-    hashes first, which removes the degenerate case of many copies of one hash.)
-    """
+    """All pairs (i, j), i != j, with keys[i] == keys[j] and popcount(h_i ^ h_j) <= max_distance
+    (pairs of identical hashes in big buckets come as stars, enough to connect them)."""
     keys = np.asarray(keys, dtype=np.uint64)
     hashes = np.asarray(hashes, dtype=np.uint64)
     n = len(keys)
-    empty = np.zeros(0, dtype=np.int64)
     if n < 2:
-        return empty, empty
+        return _EMPTY, _EMPTY
     idx_bits = int(n - 1).bit_length()
-    # Packing (key, row) into one uint64 lets numpy's SIMD sort run on plain integers: 10M rows
-    # sort in ~0.2 s here against ~1.3 s for argsort of the keys.
-    key_bits = int(keys.max()).bit_length()
-    if key_bits + idx_bits <= 64:
-        packed = np.sort((keys << np.uint64(idx_bits)) | np.arange(n, dtype=np.uint64))
-        sorted_keys = packed >> np.uint64(idx_bits)
-        order = (packed & np.uint64((1 << idx_bits) - 1)).astype(np.int64)
-    else:
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-    same = sorted_keys[1:] == sorted_keys[:-1]
-    if not same.any():
-        return empty, empty
-    in_run = np.zeros(n, dtype=bool)  # keep only rows that share their bucket with another row
-    in_run[1:] |= same
-    in_run[:-1] |= same
-    k = sorted_keys[in_run]
-    rows = order[in_run]
+    if int(keys.max()).bit_length() + idx_bits <= 64:
+        packed = np.left_shift(keys, np.uint64(idx_bits))
+        np.bitwise_or(packed, np.arange(n, dtype=np.uint64), out=packed)
+        packed.sort()
+        return pairs_in_sorted(packed, idx_bits, hashes, max_distance)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    same = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+    if not len(same):
+        return _EMPTY, _EMPTY
+    pos = _rows_in_runs(same)
+    return _verify_runs(sorted_keys[pos], order[pos], hashes, max_distance)
+
+
+def _verify_runs(k: np.ndarray, rows: np.ndarray, hashes: np.ndarray, max_distance: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs within runs of equal k (k sorted), verified by popcount.
+
+    For offset o = 1, 2, ... the rows whose run still reaches o positions ahead are compared with
+    that neighbour. Work and memory are O(rows + candidate pairs), and pairs are verified as they
+    are generated, so a bucket never materialises its s^2 candidates. Identical hashes inside a
+    big bucket are linked to one representative first (s copies of one image cost s, not s^2);
+    a bucket of s *distinct* hashes still costs s^2/2 popcounts.
+    """
     h = hashes[rows]
     out_a, out_b = [], []
+    run_start = np.r_[True, k[1:] != k[:-1]]
+    run_len = np.diff(np.r_[np.flatnonzero(run_start), len(k)])
+    if run_len.max() > BIG_BUCKET:  # collapse identical hashes in big buckets only
+        big = np.repeat(run_len > BIG_BUCKET, run_len)
+        a, b, keep = _collapse_identical(k[big], h[big], rows[big])
+        out_a.append(a)
+        out_b.append(b)
+        big[np.flatnonzero(big)[keep]] = False  # representatives stay in the offset loop
+        k, rows, h = k[~big], rows[~big], h[~big]
     active = np.arange(len(k) - 1)
     offset = 1
     while len(active):
@@ -129,5 +190,24 @@ def verified_pairs(keys: np.ndarray, hashes: np.ndarray, max_distance: int
         out_b.append(rows[active[close] + offset])
         offset += 1
     if not out_a:
-        return empty, empty
+        return _EMPTY, _EMPTY
     return np.concatenate(out_a), np.concatenate(out_b)
+
+
+def _rows_in_runs(same: np.ndarray) -> np.ndarray:
+    """Sorted positions p with p in `same` or p-1 in `same` (`same` ascending). Merged by hand:
+    np.union1d goes through numpy 2.4's hash-based unique, 0.5 s for 600k ints here."""
+    pos = np.concatenate([same, same + 1])
+    pos.sort()
+    return pos[np.r_[True, pos[1:] != pos[:-1]]]
+
+
+def _collapse_identical(k: np.ndarray, h: np.ndarray, rows: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rep rows, copy rows) linking equal (key, hash) rows to the first, and the positions of
+    the representatives in the input."""
+    order = np.lexsort((h, k))
+    k, h, rows = k[order], h[order], rows[order]
+    repeat = np.r_[False, (k[1:] == k[:-1]) & (h[1:] == h[:-1])]
+    rep = np.maximum.accumulate(np.where(repeat, 0, np.arange(len(k))))
+    return rows[rep[repeat]], rows[repeat], order[~repeat]

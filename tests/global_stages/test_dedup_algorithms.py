@@ -125,3 +125,12 @@ def test_phash_shuffle_steps_exact_first_then_near():
     # r4 (largest) keeps the near group {r0, r1, r4}; r2 is an exact copy of r1 (id order)
     assert lookup == {"r0": ("r4", "near_duplicate"), "r1": ("r4", "near_duplicate"),
                       "r2": ("r1", "exact_duplicate")}
+
+
+def test_many_copies_of_one_hash_in_one_bucket():
+    """A bucket above BIG_BUCKET rows collapses identical hashes first; groups stay exact."""
+    rng = np.random.default_rng(3)
+    h = np.concatenate([np.full(500, 12345, np.uint64), np.uint64(12345) ^ (np.uint64(1) << rng.integers(0, 64, 300).astype(np.uint64)),
+                        rng.integers(0, 2**63, 200, dtype=np.uint64)])
+    for d in (1, 3):
+        assert same_partition(group_near_duplicates(h, d, d + 1), brute_force_labels(h, d))
