@@ -57,9 +57,9 @@ class ClipModel:
         from curation.models.device import seeded
 
         pcfg = open_clip.get_pretrained_cfg(model, pretrained) or {}
-        kwargs = dict(image_mean=pcfg.get("mean"), image_std=pcfg.get("std"),
-                      image_interpolation=pcfg.get("interpolation"), image_resize_mode=pcfg.get("resize_mode"),
-                      force_quick_gelu=bool(pcfg.get("quick_gelu", False)))
+        kwargs = {"image_mean": pcfg.get("mean"), "image_std": pcfg.get("std"),
+                  "image_interpolation": pcfg.get("interpolation"), "image_resize_mode": pcfg.get("resize_mode"),
+                  "force_quick_gelu": bool(pcfg.get("quick_gelu", False))}
         with seeded(seed) if path is None else contextlib.nullcontext():
             net, _, self.preprocess = open_clip.create_model_and_transforms(
                 model, pretrained=None if path is None else str(path), **kwargs)

@@ -28,11 +28,11 @@ def check_device(preference: str | None, key: str) -> None:
     torch_device(preference)
 
 
-def set_threads(n: float | int | None) -> int:
+def set_threads(n: float | None) -> int:
     """Intra-op threads for torch from the CPUs the stage was given (at least 1)."""
     import torch
 
-    threads = max(1, int(round(n or 1)))
+    threads = max(1, round(n or 1))
     torch.set_num_threads(threads)
     return threads
 

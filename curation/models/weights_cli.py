@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,9 +19,11 @@ weights_app = typer.Typer(no_args_is_help=True, add_completion=False,
 
 _CONFIG = typer.Option(None, "--config", "-c", help="YAML config (as for `curate run`).")
 _SET = typer.Option([], "--set", help="Override a config key: a.b=c (repeatable).")
+_TO = typer.Option(None, "--to", help=f"Directory (default ${W.ENV_DIR}).")
+_DIR = typer.Option(None, "--dir", help=f"Directory (default ${W.ENV_DIR}).")
 
 
-def _dir(given: Optional[Path], verb: str) -> Path:
+def _dir(given: Path | None, verb: str) -> Path:
     d = given or W.weights_dir()
     if d is None:
         raise ConfigError(f"weights {verb}: give --to/--dir DIR or set {W.ENV_DIR}")
@@ -30,8 +31,7 @@ def _dir(given: Optional[Path], verb: str) -> Path:
 
 
 @weights_app.command("fetch")
-def fetch_cmd(to: Optional[Path] = typer.Option(None, "--to", help=f"Directory (default ${W.ENV_DIR})."),
-              config: Optional[Path] = _CONFIG, set_: list[str] = _SET) -> None:
+def fetch_cmd(to: Path | None = _TO, config: Path | None = _CONFIG, set_: list[str] = _SET) -> None:
     """Download (or copy from caches) every weight the config needs into DIR, with sha256s in index.json."""
     cfg = load_config(config, set_)
     dest = _dir(to, "fetch")
@@ -40,7 +40,7 @@ def fetch_cmd(to: Optional[Path] = typer.Option(None, "--to", help=f"Directory (
 
 
 @weights_app.command("list")
-def list_cmd(config: Optional[Path] = _CONFIG, set_: list[str] = _SET,
+def list_cmd(config: Path | None = _CONFIG, set_: list[str] = _SET,
              as_json: bool = typer.Option(False, "--json")) -> None:
     """What the config needs and where each file is found now (nothing is downloaded)."""
     cfg = load_config(config, set_)
@@ -57,8 +57,7 @@ def list_cmd(config: Optional[Path] = _CONFIG, set_: list[str] = _SET,
 
 
 @weights_app.command("verify")
-def verify_cmd(directory: Optional[Path] = typer.Option(None, "--dir", help=f"Directory (default ${W.ENV_DIR})."),
-               config: Optional[Path] = _CONFIG, set_: list[str] = _SET) -> None:
+def verify_cmd(directory: Path | None = _DIR, config: Path | None = _CONFIG, set_: list[str] = _SET) -> None:
     """Check the staged files against index.json (sha256) and that the config's files are all there."""
     cfg = load_config(config, set_)
     d = _dir(directory, "verify")

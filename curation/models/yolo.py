@@ -28,7 +28,7 @@ def import_ultralytics():
     """
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     import ultralytics
-    import ultralytics.utils.patches as patches
+    from ultralytics.utils import patches
 
     patches._pil_plugins_registered = True
     return ultralytics

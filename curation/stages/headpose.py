@@ -116,5 +116,5 @@ class HeadposeStage(Stage):
         x0, y0, x1, y1 = (v / factor for v in box[:4])
         mx, my = (x1 - x0) * self.cfg.box_margin, (y1 - y0) * self.cfg.box_margin
         h, w = shape[:2]
-        return (max(0, int(x0 - mx)), max(0, int(y0 - my)), min(w, int(math.ceil(x1 + mx))),
-                min(h, int(math.ceil(y1 + my))))
+        return (max(0, int(x0 - mx)), max(0, int(y0 - my)), min(w, math.ceil(x1 + mx)),
+                min(h, math.ceil(y1 + my)))

@@ -63,7 +63,7 @@ class TextStage(Stage):
         from curation.models.ocr import OverlayTextDetector
 
         c = self.cfg
-        threads = int(round(getattr(self, "num_threads", None) or self.effective_resources().num_cpus)) or 1
+        threads = max(1, round(getattr(self, "num_threads", None) or self.effective_resources().num_cpus))
         self.model = OverlayTextDetector(max_side=c.max_side, box_thresh=c.box_thresh,
                                          min_text_score=c.min_text_score, recognize=c.recognize,
                                          min_chars=c.min_chars, threads=threads)

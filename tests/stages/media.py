@@ -20,7 +20,7 @@ def load_photos() -> dict[str, np.ndarray]:
 
     assets = Path(ultralytics.__file__).parent / "assets"
     mpl = Path(matplotlib.get_data_path()) / "sample_data"
-    rgb = lambda p: np.asarray(Image.open(p).convert("RGB"))  # noqa: E731
+    rgb = lambda p: np.asarray(Image.open(p).convert("RGB"))
     astronaut = skimage.data.astronaut()
     coffee = skimage.data.coffee()
     return {
@@ -57,7 +57,7 @@ def image_table(blobs: list[bytes], **extra: pa.Array) -> pa.Table:
             p = probe(b)
             widths.append(p.width)
             heights.append(p.height)
-        except Exception:  # a row that fails in the stage: what it does with it is under test
+        except Exception:  # noqa: BLE001 - a row that fails in the stage: what it does with it is under test
             widths.append(640)
             heights.append(480)
     cols = {"image": pa.array(blobs, pa.binary()), "width": pa.array(widths, pa.int32()),

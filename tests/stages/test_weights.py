@@ -15,6 +15,7 @@ from curation.stages.detect import DetectStage
 from .media import image_table, jpeg
 
 RANDOM_CLIP = ["embed.weights=random", "quality.weights=random"]
+SETS = [arg for s in RANDOM_CLIP for arg in ("--set", s)]
 
 
 def _head(**kw) -> W.WeightFile:
@@ -62,14 +63,14 @@ def test_fetch_list_verify_then_the_stage_runs_on_the_staged_file(whole_image_yo
     dest = tmp_path / "weights"
     # fetch copies what the config names (here an explicit checkpoint; online it would download)
     res = runner.invoke(weights_app, ["fetch", "--to", str(dest), "--set", f"detect.weights={whole_image_yolo}",
-                                      *sum((["--set", s] for s in RANDOM_CLIP), [])])
+                                      *SETS])
     assert res.exit_code == 0, res.output
     index = json.loads((dest / "index.json").read_text())["files"]
     assert set(index) == {"yolo11n.pt"} and len(index["yolo11n.pt"]["sha256"]) == 64
     assert "random (nothing to fetch)" in res.output and "ships in its package" in res.output
 
     monkeypatch.setenv("CURATE_WEIGHTS", str(dest))
-    sets = sum((["--set", s] for s in RANDOM_CLIP), [])
+    sets = SETS
     res = runner.invoke(weights_app, ["verify", *sets])
     assert res.exit_code == 0 and "OK   yolo11n.pt: ok" in res.output, res.output
     res = runner.invoke(weights_app, ["list", "--json", *sets])
