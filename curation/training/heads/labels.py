@@ -33,7 +33,8 @@ from curation.training.data.augment import IMAGENET_MEAN, IMAGENET_STD, random_r
 from curation.training.data.loader import decode_image
 from curation.training.heads import body_parts, keypoints308, udp
 
-NEAREST, BILINEAR = InterpolationMode.NEAREST, InterpolationMode.BILINEAR
+# NEAREST_EXACT samples at pixel centres; plain NEAREST shifts label maps by up to a pixel.
+NEAREST, BILINEAR = InterpolationMode.NEAREST_EXACT, InterpolationMode.BILINEAR
 
 
 def _u(gen: torch.Generator, low: float, high: float) -> float:

@@ -99,7 +99,7 @@ def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -
                     output = wrapped(batch["image"])
                 losses = task.loss(output, batch, cfg)
                 (losses["loss"] / t.accum_steps).backward()
-            values = {k: float(v) for k, v in losses.items()}
+            values = {k: float(v.detach()) for k, v in losses.items()}
             if not all(torch.isfinite(torch.tensor(list(values.values())))):
                 raise FloatingPointError(f"non-finite loss at step {step} ({values}); stopping")
             for k, v in values.items():
