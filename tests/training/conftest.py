@@ -302,6 +302,14 @@ def labelled(tmp_path_factory, photos):
 
 
 @pytest.fixture
+def head_tree() -> dict:
+    """The tiny head config as a YAML-ready dict (a fresh copy)."""
+    import copy
+
+    return copy.deepcopy(HEAD_TINY)
+
+
+@pytest.fixture
 def head_config():
     """A factory: `head_config(task, shards=..., data={...}, ...)` -> the tiny HeadTrainConfig."""
     import copy

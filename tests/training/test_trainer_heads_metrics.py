@@ -44,6 +44,7 @@ def test_udp_encode_decode_is_exact_and_flip_consistent():
     assert weights.tolist() == [1, 1, 0] and heatmaps[2].abs().sum() == 0
     decoded, scores = udp.decode(heatmaps[None], (64, 64))
     torch.testing.assert_close(decoded[0, :2], kpts[:2], atol=1e-3, rtol=0)
+    assert scores[0, :2].min() > 0.9 and scores[0, 2] == 0
     # UDP: mirroring the heatmap is exactly mirroring the input, x -> (W - 1) - x.
     mirrored, _ = udp.decode(heatmaps.flip(-1)[None], (64, 64))
     torch.testing.assert_close(mirrored[0, :2, 0], 63 - kpts[:2, 0], atol=1e-3, rtol=0)
