@@ -15,6 +15,7 @@ only the assignment touches every point, a chunk at a time.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,10 +124,12 @@ def hierarchical_kmeans(x: np.ndarray, levels: list[Level], n_iter: int = 20, se
         raise ValueError("hierarchical k-means needs at least one level")
     rng = np.random.default_rng(seed)
     points = faiss_ops.normalize_rows(x) if normalize else x
-    centroids, parents = [], []
+    centroids, parents, seconds = [], [], []
     labels = distances = None
     for depth, level in enumerate(levels):
+        start = time.perf_counter()
         c, lab, dist = fit_level(points, level, n_iter, rng, resample_strategy, **kmeans_kw)
+        seconds.append(round(time.perf_counter() - start, 3))
         if depth == 0:
             labels, distances = lab, dist
         else:
@@ -135,7 +138,8 @@ def hierarchical_kmeans(x: np.ndarray, levels: list[Level], n_iter: int = 20, se
         points = c
     sizes = np.bincount(labels, minlength=len(centroids[0]))
     return Hierarchy(centroids, parents, labels, distances,
-                     stats={"level1_sizes_max": int(sizes.max()), "level1_empty": int((sizes == 0).sum())})
+                     stats={"level1_sizes_max": int(sizes.max()), "level1_empty": int((sizes == 0).sum()),
+                            "seconds_per_level": seconds})
 
 
 def _subsample(n: int, m: int, rng: np.random.Generator) -> np.ndarray:
