@@ -79,15 +79,15 @@ def test_tiny_forward_shapes_and_masked_subset():
 
 def test_rope_rotates_grid_tokens_by_position_and_leaves_prefix_alone():
     rope = Rope2D(head_dim=16)
-    sin, cos = rope(4, 4, num_prefix=2)
-    assert sin.shape == (1, 1, 2 + 16, 16)
+    rotation = rope(4, 4, num_prefix=2)
+    assert rotation.shape == (1, 1, 2 + 16, 8) and rotation.is_complex()
     q = torch.randn(1, 1, 18, 16)
-    rotated = apply_rope(q, (sin, cos))
+    rotated = apply_rope(q, rotation)
     assert torch.equal(rotated[:, :, :2], q[:, :, :2])
     assert torch.allclose(rotated.norm(dim=-1), q.norm(dim=-1), atol=1e-5)  # a rotation
     # Relative: the score between two rotated vectors depends on their offset, not their place.
     v = torch.randn(16)
     x = v.expand(1, 1, 18, 16)
-    r = apply_rope(x, (sin, cos))[0, 0, 2:].view(4, 4, 16)
+    r = apply_rope(x, rotation)[0, 0, 2:].view(4, 4, 16)
     assert torch.allclose(r[0, 0] @ r[0, 1], r[2, 2] @ r[2, 3], atol=1e-4)
     assert not torch.allclose(r[0, 0] @ r[0, 1], r[0, 0] @ r[0, 3], atol=1e-3)

@@ -32,7 +32,7 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, rope: Tensor | None = None) -> Tensor:
         B, N, D = x.shape
         q, k, v = self.qkv(x).split(self.splits, dim=-1)
         q = q.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, N, Dh]

@@ -27,7 +27,7 @@ class Block(nn.Module):
         self.mlp = SwiGLUFFN(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, rope: Tensor | None = None) -> Tensor:
         x = x + self.ls1(self.attn(self.norm1(x), rope))  # [B, N, D]
         x = x + self.ls2(self.mlp(self.norm2(x)))  # [B, N, D]
         return x
