@@ -8,12 +8,15 @@ head run with random weights asked for by name (no weights can be had offline he
 the same); MTCNN and PP-OCRv4 run their real weights. `filters.min_person_short_side` is off so
 every row visits every stage (random YOLO finds no one).
 
-Pipeline efficiency = achieved / implied throughput, where achieved = rows / wall time of the fused
-map job (decode ... text, filter) in `run_pipeline`, and implied = cores / sum over stages of the
-seconds per image each stage took alone (decode included): what perfect packing of the same model
-work on this machine's cores would give. Ray plumbing, serialisation and idle cores are the gap.
+Pipeline efficiency = achieved / implied throughput: achieved = decodable rows / wall time of the
+fused map job (decode ... text, filter) inside `run_pipeline`; implied = cores / sum over stages of
+the seconds per image each stage took alone (decode included), i.e. perfect packing of the same
+work on this machine's cores. On a shared machine both walls move with other people's load, so
+the script also counts CPU seconds: the stages' own CPU time alone vs all CPU time the run's
+process tree (driver, raylet, GCS, workers) spent during the map job. Their ratio is the share of
+the pipeline's CPU that went into stage work rather than Ray plumbing, serialisation, actor start.
 
-    python bench/bench_model_stages.py [--stages-only] [--repeat 2] [--json out.json]
+    python bench/bench_model_stages.py [--stages-only] [--repeat 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import platform
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,7 +38,7 @@ import pyarrow as pa
 
 MODEL_STAGES = ["detect", "headpose", "embed", "quality", "text"]
 OVERRIDES = ["detect.weights=random", "embed.weights=random", "quality.weights=random",
-             "filters.min_person_short_side=null", "ingest.shard_size=32",
+             "filters.min_person_short_side=null", "ingest.shard_size=16",
              "run.stages=[ingest,decode,detect,headpose,embed,quality,text,filter,shard]",
              # Until ray_runtime.place() budgets task stages next to 5 actor pools on 2 CPUs, a
              # whole-CPU decode task starves the load/write tasks and the job never finishes.
@@ -53,8 +57,8 @@ def crawl_rows(crawl: Path, cfg) -> pa.Table:
                      "height": pa.array([out["height"][i] for i in keep], pa.int32())})
 
 
-def time_stage(stage, table: pa.Table, repeat: int) -> tuple[float, float, dict]:
-    """(setup seconds, best seconds for all rows, outputs of the last pass)."""
+def time_stage(stage, table: pa.Table, repeat: int) -> tuple[float, float, float, dict]:
+    """(setup s, best wall s for all rows, CPU s of that pass, outputs of the last pass)."""
     from curation.arrowutil import to_array
 
     t0 = time.perf_counter()
@@ -63,23 +67,70 @@ def time_stage(stage, table: pa.Table, repeat: int) -> tuple[float, float, dict]
     setup_s = time.perf_counter() - t0
     bs = stage.effective_resources().batch_size
     cols = [c for c in stage.required_columns() if c in table.column_names]
-    stage.process(table.slice(0, bs).select(cols))  # warm-up: lazy inits, allocator, first-call JIT
-    best, outs = float("inf"), {}
+    stage.process(table.slice(0, bs).select(cols))  # warm-up: lazy inits, allocator, first-call paths
+    best, cpu, outs = float("inf"), 0.0, {}
     for _ in range(repeat):
         outs = {c: [] for c in stage.produces}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for start in range(0, table.num_rows, bs):
             o = stage.process(table.slice(start, bs).select(cols))
             for c in stage.produces:
                 outs[c].append(to_array(c, o[c]))
-        best = min(best, time.perf_counter() - t0)
-    return setup_s, best, {c: pa.concat_arrays(v) for c, v in outs.items()}
+        wall = time.perf_counter() - t0
+        if wall < best:
+            best, cpu = wall, time.process_time() - c0
+    return setup_s, best, cpu, {c: pa.concat_arrays(v) for c, v in outs.items()}
+
+
+class TreeCPU:
+    """CPU seconds of this process's descendants (Ray's raylet, GCS, workers), sampled every 0.25 s
+    so that workers which exit before the end are still counted (up to one interval lost each)."""
+
+    def __init__(self):
+        import psutil
+
+        self.me = psutil.Process()
+        self.last: dict[int, float] = {}
+        self.names: dict[int, str] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            for p in self.me.children(recursive=True):
+                try:
+                    t = p.cpu_times()
+                    self.last[p.pid] = t.user + t.system
+                    if p.pid not in self.names:  # Ray sets the title: ray::MapWorker(...), raylet, gcs_server
+                        cmd = p.cmdline()
+                        self.names[p.pid] = Path(cmd[0]).name[:48] if cmd else p.name()
+                except Exception:  # noqa: BLE001, S112 - a process that just exited
+                    continue
+            self.stop.wait(0.25)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.last.values())
+
+    def by_name(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, t in self.last.items():
+            out[self.names.get(pid, "?")] = out.get(self.names.get(pid, "?"), 0.0) + t
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--crawl", type=Path, help="a sample crawl folder (default: build one)")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="threads per stage alone (the runner gives 1 here)")
     ap.add_argument("--stages-only", action="store_true", help="skip the pipeline run")
     ap.add_argument("--json", type=Path)
@@ -98,67 +149,61 @@ def main() -> None:
     rows = crawl_rows(crawl, cfg)
     n = rows.num_rows
     cores = os.cpu_count() or 1
-    print(f"{platform.machine()}, {cores} cores, torch threads/stage {args.threads}, {n} decodable rows, "
+    print(f"{platform.machine()}, {cores} cores, threads/stage {args.threads}, {n} decodable rows, "
           f"load avg {os.getloadavg()[0]:.2f}")
 
     results = {}
     blobs = pa.table({"image": pa.array(rows["image"].to_pylist(), pa.binary())})
-    decode = DecodeStage(cfg)
-    t0 = time.perf_counter()
-    for _ in range(args.repeat):
-        decode.process(blobs)
-    results["decode"] = {"setup_s": 0.0, "seconds": (time.perf_counter() - t0) / args.repeat}
+    t0, c0 = time.perf_counter(), time.process_time()
+    DecodeStage(cfg).process(blobs)
+    results["decode"] = {"setup_s": 0.0, "seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
     table = rows
     for name in MODEL_STAGES:
         stage = get_stage(name)(cfg)
         stage.num_threads = args.threads
-        setup_s, seconds, outs = time_stage(stage, table, args.repeat)
+        setup_s, seconds, cpu, outs = time_stage(stage, table, args.repeat)
         for c, arr in outs.items():  # later stages read earlier stages' columns
             table = table.append_column(c, arr)
-        results[name] = {"setup_s": setup_s, "seconds": seconds}
-    print(f"\n| stage | img/s (1 stage alone, {args.threads} thread) | ms/img | actor setup s |")
-    print("|---|---|---|---|")
+        results[name] = {"setup_s": setup_s, "seconds": seconds, "cpu_s": cpu}
+    print(f"\n| stage | img/s alone ({args.threads} thread) | wall ms/img | CPU ms/img | actor setup s |")
+    print("|---|---|---|---|---|")
     for name, r in results.items():
         r["img_per_s"] = n / r["seconds"]
-        print(f"| {name} | {r['img_per_s']:.1f} | {1000 * r['seconds'] / n:.0f} | {r['setup_s']:.1f} |")
-    serial = sum(r["seconds"] for r in results.values()) / n  # seconds per image, all stages, one core
-    implied = min(cores, max(1, args.threads and cores // args.threads)) / serial
+        print(f"| {name} | {r['img_per_s']:.1f} | {1000 * r['seconds'] / n:.1f} | {1000 * r['cpu_s'] / n:.1f} "
+              f"| {r['setup_s']:.1f} |")
+    serial = sum(r["seconds"] for r in results.values()) / n  # wall s per image, all stages, one core
+    stage_cpu = sum(r["cpu_s"] for r in results.values())
+    implied = (cores // max(1, args.threads)) / serial
     summary = {"rows": n, "cores": cores, "stages": results, "serial_s_per_img": serial,
-               "implied_img_per_s": implied}
-    print(f"\nall per-image stages, one after the other: {serial * 1000:.0f} ms/img on one core; "
-          f"implied DAG throughput on {cores} cores: {implied:.2f} img/s")
+               "implied_img_per_s": implied, "load_avg_before": os.getloadavg()[0]}
+    print(f"\nall stages one after the other: {serial * 1000:.0f} ms/img; implied DAG throughput on {cores} "
+          f"cores: {implied:.2f} img/s")
 
     if not args.stages_only:
         from curation.pipeline import run_pipeline
 
         out = tmp / "out"
-        events: list[dict] = []
-        t0 = time.perf_counter()
-        run_pipeline(cfg, str(crawl), str(out), on_event=events.append)
+        t0, c0 = time.perf_counter(), time.process_time()
+        with TreeCPU() as tree:
+            run_pipeline(cfg, str(crawl), str(out))
         wall = time.perf_counter() - t0
+        run_cpu = tree.seconds + (time.process_time() - c0)  # whole run, Ray start to shutdown
         timing = json.loads((out / "detect" / "timing.json").read_text())  # the fused map job
-        rows = n  # the job also gets the broken files; decode rejects them in microseconds
-        achieved = rows / timing["seconds"]
-        # Steady state: from the first input shard done to the last, i.e. without actor start-up
-        # (model loads) and pipeline fill, which a crawl of 4 shards cannot amortise.
-        done = [e for e in events if e.get("event") == "shard_done" and "detect" in e.get("stages", [])]
-        steady = None
-        if len(done) >= 2:
-            steady = sum(e["rows"] for e in done[1:]) / (done[-1]["seconds"] - done[0]["seconds"])
-        # With one actor per stage (what place() gives 5 pools on 2 CPUs) the slowest stage alone
-        # also bounds the DAG, however well Ray packs the rest.
-        bound = min(implied, 1 / max(r["seconds"] / n for r in results.values()))
-        summary.update(pipeline_wall_s=wall, map_job_rows=timing["rows"], map_job_s=timing["seconds"],
-                       fused=timing.get("fused_with"), achieved_img_per_s=achieved,
-                       steady_img_per_s=steady, one_actor_bound_img_per_s=bound,
-                       efficiency=achieved / implied,
-                       steady_efficiency=None if steady is None else steady / implied)
-        print(f"pipeline: map job {'+'.join(timing.get('fused_with') or [])}: {rows} decodable rows in "
-              f"{timing['seconds']:.1f} s = {achieved:.2f} img/s (whole run incl. Ray start {wall:.1f} s)")
+        achieved = n / timing["seconds"]  # decode rejects the 6 broken files in microseconds
+        work_share = stage_cpu / run_cpu
+        bound = min(implied, n / max(r["seconds"] for r in results.values()))
+        summary.update(pipeline_wall_s=wall, map_job_s=timing["seconds"], fused=timing.get("fused_with"),
+                       achieved_img_per_s=achieved, efficiency=achieved / implied, run_cpu_s=run_cpu,
+                       stage_cpu_s=stage_cpu, stage_work_share_of_run_cpu=work_share,
+                       cores_used_during_run=run_cpu / wall, one_actor_bound_img_per_s=bound,
+                       load_avg_after=os.getloadavg()[0])
+        print(f"pipeline: map job {'+'.join(timing.get('fused_with') or [])}: {n} rows in "
+              f"{timing['seconds']:.1f} s = {achieved:.2f} img/s (whole run incl. Ray start/stop {wall:.1f} s)")
         print(f"pipeline efficiency (achieved / implied): {achieved / implied:.2f}")
-        if steady is not None:
-            print(f"steady state (shard 1 done -> last shard done): {steady:.2f} img/s, "
-                  f"efficiency {steady / implied:.2f}")
+        print(f"CPU: stages alone {stage_cpu:.1f} s; whole run's process tree {run_cpu:.1f} s "
+              f"(= {run_cpu / wall:.2f} cores on average) -> stage work is {work_share:.2f} of the run's CPU")
+        print("CPU s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in tree.by_name().items() if v >= 1.0))
+        summary["cpu_by_process"] = tree.by_name()
         print(f"bound with one actor per stage (slowest stage alone): {bound:.2f} img/s "
               f"= {bound / implied:.2f} of implied; load avg now {os.getloadavg()[0]:.2f}")
     if args.json:
