@@ -12,6 +12,8 @@ near or above the data size.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 
@@ -65,7 +67,7 @@ def allocate(paths: np.ndarray, sizes: np.ndarray, target: int, multiplier: int 
         unit_target = np.zeros(len(units), dtype=np.int64)
         order = np.argsort(unit_parent, kind="stable")
         bounds = np.r_[0, np.nonzero(np.diff(unit_parent[order]))[0] + 1, len(order)]
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in itertools.pairwise(bounds):
             children = order[lo:hi]
             budget = parent_target.get(int(unit_parent[children[0]]), 0)
             unit_target[children] = cap_allocation(unit_sizes[children], budget, rng)
@@ -113,7 +115,7 @@ def hierarchical_sample(labels: np.ndarray, target: int, multiplier: int = 1,
     counts = np.zeros(len(bottom), dtype=np.int32)
     order = np.argsort(inverse, kind="stable")
     bounds = np.r_[0, np.cumsum(sizes)]
-    for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for c, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         members = order[lo:hi]
         counts[members] = select_in_cluster(
             quota[c], len(members), multiplier, strategy,

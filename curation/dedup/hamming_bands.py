@@ -44,11 +44,12 @@ class BandLayout:
         return min(sum(self.blocks[b][1] for b in t) for t in self.tables)
 
 
-def choose_num_blocks(n: int, max_distance: int, margin_bits: int = 2) -> int:
+def choose_num_blocks(n: int, max_distance: int, margin_bits: float = 2) -> int:
     """Fewest blocks whose narrowest table key has >= log2(n) + margin bits.
 
     With uniform hashes a bucket then holds ~2^-margin other rows on average, so candidate pairs
-    stay O(n) per table while the number of tables C(B, d) stays as small as possible.
+    stay O(n) per table while the number of tables C(B, d) stays as small as possible. (Real
+    pHashes are less uniform than that: their buckets are fuller.)
     """
     need = math.log2(max(n, 2)) + margin_bits
     for num_blocks in range(max_distance + 1, HASH_BITS + 1):

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from curation.dedup.hamming_bands import (choose_num_blocks, make_layout, packed_table, pairs_in_sorted, table_keys,
-                                          verified_pairs)
+from curation.dedup.hamming_bands import (
+    choose_num_blocks,
+    make_layout,
+    packed_table,
+    pairs_in_sorted,
+    table_keys,
+    verified_pairs,
+)
 from curation.dedup.union_find import components
 
 

@@ -34,10 +34,11 @@ def phash_many(images: list[bytes | None], decode_min_side: int = DEFAULT_DECODE
         if not data:
             continue
         try:
-            out[i] = phash_uint64(data, decode_min_side)
-            ok[i] = True
-        except Exception:  # PIL raises many types for broken files; the row becomes a reject
-            pass
+            value = phash_uint64(data, decode_min_side)
+        except Exception:  # noqa: BLE001, S112 - a decoder failure is a recorded reject (phash_failed)
+            continue
+        out[i] = value
+        ok[i] = True
     return out, ok
 
 

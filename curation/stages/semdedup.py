@@ -68,7 +68,7 @@ def _dedup_cluster(rows: pa.Table, eps: float, max_cluster_size: int, keep: list
         kept = cluster_keepers(x, rank, eps, max_cluster_size, seed)
         dup = kept != np.arange(rows.num_rows)
         semdup_of[dup] = ids[kept[dup]]
-    reject = np.where(semdup_of != None, "semantic_duplicate", None)  # noqa: E711
+    reject = np.where(semdup_of != None, "semantic_duplicate", None)
     out = rows.select(["id", "input_shard"]).append_column("semdup_of", pa.array(semdup_of.tolist(), pa.string()))
     return finalize(out.append_column("reject", pa.array(reject.tolist(), pa.string())), OUTPUT)
 

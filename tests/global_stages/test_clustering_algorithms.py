@@ -5,9 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation.clustering.balanced_sampling import (allocate, cap_allocation, find_cap, hierarchical_sample,
-                                                   select_in_cluster)
-from curation.clustering.hierarchical_kmeans import Level, closest_per_cluster, hierarchical_kmeans, kmeans_plusplus
+from curation.clustering.balanced_sampling import (
+    allocate,
+    cap_allocation,
+    find_cap,
+    hierarchical_sample,
+    select_in_cluster,
+)
+from curation.clustering.hierarchical_kmeans import (
+    Level,
+    closest_per_cluster,
+    hierarchical_kmeans,
+    kmeans_plusplus,
+)
 
 
 def power_law_mixture(seed: int = 0, n_components: int = 20, dim: int = 64):
