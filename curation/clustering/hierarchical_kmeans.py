@@ -100,7 +100,8 @@ def closest_per_cluster(labels: np.ndarray, distances: np.ndarray, per_cluster: 
 def fit_level(x: np.ndarray, level: Level, n_iter: int, rng: np.random.Generator,
               resample_strategy: str = "closest", **kmeans_kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One level: (centroids, label per point, distance per point)."""
-    centroids = kmeans(x, level.k, n_iter, rng, **kmeans_kw)
+    k = max(1, min(level.k, len(x) // 2))  # >= 2 points per cluster on average: small runs stay sane
+    centroids = kmeans(x, k, n_iter, rng, **kmeans_kw)
     labels, dist = faiss_ops.nearest(x, centroids)
     if level.sample_size > 1:
         for _ in range(level.n_resampling_steps):
@@ -110,6 +111,8 @@ def fit_level(x: np.ndarray, level: Level, n_iter: int, rng: np.random.Generator
                 picked = closest_per_cluster(labels, rng.random(len(labels)), level.sample_size)
             else:
                 raise ValueError(f"resample_strategy must be 'closest' or 'random', not {resample_strategy!r}")
+            if len(picked) < len(centroids):  # empty clusters left too few points to refit k
+                break
             centroids = kmeans(x[np.sort(picked)], len(centroids), n_iter, rng, **kmeans_kw)
             labels, dist = faiss_ops.nearest(x, centroids)
     return centroids, labels, dist

@@ -52,6 +52,16 @@ class PhashConfig(StageConfig):
     shuffle: str = "sort"  # "sort" | "push" | "hash": Ray shuffle of the groupby (ray_ops.with_shuffle)
 
 
+def upstream_columns(stage: Stage, columns: tuple[str, ...]) -> list[str]:
+    """Those of `columns` that a stage before `stage` in this run's DAG produces: the keep policy
+    ranks by `aesthetic` when the quality stage runs, and silently without it when it does not."""
+    from curation.stages.registry import all_stages, producer_of
+
+    run_stages = (stage.config.run.stages if stage.config is not None else None) or list(all_stages())
+    before = run_stages[: run_stages.index(stage.name)] if stage.name in run_stages else run_stages
+    return [c for c in columns if producer_of(c) in before]
+
+
 def _hash_batch(batch: pa.Table, decode_min_side: int, extra: list[str]) -> pa.Table:
     hashes, ok = phash_many(batch["image"].to_pylist(), decode_min_side)
     cols = {"id": batch["id"], "input_shard": batch["input_shard"], "phash": pa.array(hashes, pa.uint64()),
@@ -97,6 +107,9 @@ class PhashStage(Stage):
         """Keep-policy columns used when present (e.g. `aesthetic`), not required."""
         return tuple(c for c in KeepPolicy(tuple(self._cfg.keep)).columns()
                      if c not in self.requires and c != "id")
+
+    def required_columns(self) -> tuple[str, ...]:
+        return (*self.requires, *upstream_columns(self, self.optional_columns()))
 
     def check(self) -> None:
         cfg = self._cfg

@@ -86,8 +86,8 @@ class SampleStage(Stage):
         if cfg.multiplier < 1:
             raise ConfigError(f"sample.multiplier must be >= 1, got {cfg.multiplier}")
 
-    def allocation(self, ds, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(level-1 cluster ids sorted, target per level-1 cluster)."""
+    def allocation(self, ds, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(level-1 cluster ids sorted, target per level-1 cluster, rows counted)."""
         levels = list(LEVEL_COLUMNS[: self.n_levels()])
         counted = with_shuffle(ds, self._cfg.shuffle).groupby(levels).count()
         sizes = pa.Table.from_pandas(counted.to_pandas(), preserve_index=False)
@@ -96,14 +96,14 @@ class SampleStage(Stage):
         counts = sizes["count()"].to_numpy()
         cfg = self._cfg
         target = cfg.target if cfg.target is not None else math.floor(cfg.target_fraction * int(counts.sum()))
-        return paths[:, 0], allocate(paths, counts, target, cfg.multiplier, seed)
+        return paths[:, 0], allocate(paths, counts, target, cfg.multiplier, seed), int(counts.sum())
 
     def run_global(self, ds, ctx):
         self.check()
         cfg = self._cfg
-        clusters, quota = self.allocation(ds, int(ctx.seed))
+        clusters, quota, n = self.allocation(ds, int(ctx.seed))
         # whole level-1 clusters per call; ~1M rows of (ids, distance) per shuffle partition
-        n_parts = max(int(ctx.num_cpus), math.ceil(ds.count() / 1_000_000))
+        n_parts = max(int(ctx.num_cpus), math.ceil(n / 1_000_000))
         return by_partition(ds, n_parts, _select, key="cluster_l1", shuffle=cfg.shuffle,
                             clusters=clusters, quota=quota,
                             strategy=cfg.strategy, multiplier=cfg.multiplier, seed=int(ctx.seed))

@@ -31,6 +31,7 @@ from curation.dedup.keep_policy import DEFAULT_KEEP, KeepPolicy
 from curation.dedup.ray_ops import by_partition, finalize
 from curation.dedup.semantic import cluster_keepers
 from curation.stages.base import Resources, Stage
+from curation.stages.phash import upstream_columns
 from curation.stages.registry import register_stage
 
 CLUSTER = "_semdedup_cluster"
@@ -93,6 +94,9 @@ class SemdedupStage(Stage):
 
     def optional_columns(self) -> tuple[str, ...]:
         return tuple(c for c in KeepPolicy(tuple(self._cfg.keep)).columns() if c not in self.requires and c != "id")
+
+    def required_columns(self) -> tuple[str, ...]:
+        return (*self.requires, *upstream_columns(self, self.optional_columns()))
 
     def centroids(self, ds, ctx, n: int) -> np.ndarray:
         cfg = self._cfg
