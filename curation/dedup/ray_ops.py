@@ -24,6 +24,17 @@ from curation.schema import arrow_type
 PART = "_part"
 
 
+def _select(batch: pa.Table, columns: list[str]) -> pa.Table:
+    return batch.select(columns)
+
+
+def columns_of(ds: Any, columns: list[str]) -> Any:
+    """Just these columns. Not `ds.select_columns`: the runner feeds a shard with no kept rows as
+    an empty block without the stage's columns, which a projection rejects while map_batches
+    skips empty blocks."""
+    return ds.map_batches(_select, batch_format="pyarrow", fn_kwargs={"columns": columns})
+
+
 def part_of(keys: np.ndarray, n_partitions: int) -> np.ndarray:
     """Partition of uint64 keys; multiplying by an odd constant mixes high bits into low ones so
     that keys sharing low bits (e.g. one table's id bits) still spread over partitions."""

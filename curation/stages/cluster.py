@@ -25,7 +25,7 @@ from curation.clustering.arrow_vectors import vectors
 from curation.clustering.hierarchical_kmeans import Hierarchy, Level, hierarchical_kmeans
 from curation.config import ConfigError, StageConfig
 from curation.dedup import cache
-from curation.dedup.ray_ops import finalize
+from curation.dedup.ray_ops import columns_of, finalize
 from curation.stages.base import Resources, Stage
 from curation.stages.registry import register_stage
 
@@ -105,7 +105,7 @@ class ClusterStage(Stage):
         stored = cache.load_arrays(uri)
         self.last_fit_cache_hit = stored is not None
         if stored is None:
-            sample = ds.select_columns(["clip"])
+            sample = columns_of(ds, ["clip"])
             if cfg.fit_sample_size < n:
                 sample = sample.random_sample(1.1 * cfg.fit_sample_size / n, seed=ctx.seed)
             x = np.concatenate([v[m] for v, m in (vectors(b["clip"]) for b in sample.iter_batches(batch_format="pyarrow"))])

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from curation.clustering.balanced_sampling import allocate, cluster_rng, select_in_cluster
 from curation.config import ConfigError, StageConfig
-from curation.dedup.ray_ops import by_partition, finalize, with_shuffle
+from curation.dedup.ray_ops import by_partition, columns_of, finalize, with_shuffle
 from curation.stages.base import Resources, Stage
 from curation.stages.cluster import LEVEL_COLUMNS, ClusterConfig
 from curation.stages.registry import register_stage
@@ -101,6 +101,7 @@ class SampleStage(Stage):
     def run_global(self, ds, ctx):
         self.check()
         cfg = self._cfg
+        ds = columns_of(ds, ["id", "input_shard", *self.required_columns()])
         clusters, quota, n = self.allocation(ds, int(ctx.seed))
         # whole level-1 clusters per call; ~1M rows of (ids, distance) per shuffle partition
         n_parts = max(int(ctx.num_cpus), math.ceil(n / 1_000_000))

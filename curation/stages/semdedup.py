@@ -28,7 +28,7 @@ from curation.clustering.hierarchical_kmeans import kmeans
 from curation.config import StageConfig
 from curation.dedup import cache
 from curation.dedup.keep_policy import DEFAULT_KEEP, KeepPolicy
-from curation.dedup.ray_ops import by_partition, finalize
+from curation.dedup.ray_ops import by_partition, columns_of, finalize
 from curation.dedup.semantic import cluster_keepers
 from curation.stages.base import Resources, Stage
 from curation.stages.phash import upstream_columns
@@ -108,7 +108,7 @@ class SemdedupStage(Stage):
         if stored is not None:
             return stored["centroids"]
         fit_rows = k * cfg.fit_points_per_centroid
-        sample = ds.select_columns(["clip"])
+        sample = columns_of(ds, ["clip"])
         if fit_rows < n:  # a uniform sample: the fit never needs all 4B rows on one machine
             sample = sample.random_sample(min(1.0, 1.2 * fit_rows / n), seed=ctx.seed)
         x = np.concatenate([vectors(b["clip"])[0] for b in sample.iter_batches(batch_format="pyarrow")])
