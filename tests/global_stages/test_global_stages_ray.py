@@ -136,3 +136,25 @@ def test_semdedup_stage_planted_groups_and_cached_centroids(ray_local, tmp_path,
     out2 = run_stage(loose, table, ctx)  # a new eps: same centroids from the cache
     assert loose.last_fit_cache_hit is True
     assert pc.count(out2["semdup_of"]).as_py() >= pc.count(out["semdup_of"]).as_py()
+
+
+def _runner_like(table: pa.Table):
+    """A dataset shaped like the runner's: one block per shard, and a shard whose rows were all
+    rejected upstream arrives as an empty block holding only id and input_shard."""
+    import ray.data
+
+    empty = pa.table({"id": pa.array([], pa.string()), "input_shard": pa.array([], pa.string())})
+    blocks = {0: table, 1: empty}
+    return ray.data.from_items([{"k": 0}, {"k": 1}], override_num_blocks=2).map_batches(
+        lambda b: blocks[b["k"][0].as_py()], batch_format="pyarrow", batch_size=1)
+
+
+def test_stages_accept_empty_shard_blocks(clustered):
+    import ray
+
+    x, _, _, cfg, ctx, out = clustered
+    sampled = pa.concat_tables(ray.get(SampleStage(cfg).run_global(_runner_like(out), ctx).to_arrow_refs()))
+    assert sampled.num_rows == len(x) and pc.sum(sampled["selected"]).as_py() == len(x) // 10
+    semdedup_cfg = Config(stages={"semdedup": SemdedupConfig(n_clusters=4)})
+    deduped = SemdedupStage(semdedup_cfg).run_global(_runner_like(clip_table(x[:500])), Ctx(semdedup_cfg, ctx.cache_uri + "-sd"))
+    assert sum(t.num_rows for t in ray.get(deduped.to_arrow_refs())) == 500
