@@ -193,25 +193,36 @@ def main() -> None:
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     dest.write_bytes(f.read_bytes())
         t0, c0 = time.perf_counter(), time.process_time()
+        marks: list[tuple[list[str], float]] = []  # (stages of the job, tree CPU s) at each shard done
         with TreeCPU() as tree:
-            run_pipeline(cfg, str(big), str(out))
+            def on_event(e: dict) -> None:
+                marks.append((e.get("stages", []), tree.seconds + time.process_time() - c0))
+
+            run_pipeline(cfg, str(big), str(out), on_event=on_event)
         wall = time.perf_counter() - t0
         run_cpu = tree.seconds + (time.process_time() - c0)  # whole run, Ray start to shutdown
+        # The map job's own CPU: from ingest's last shard to the fused job's last shard (ingest,
+        # shard and Ray start/stop left out; actor start-up and all plumbing left in).
+        ingest_end = max((c for st, c in marks if st == ["ingest"]), default=0.0)
+        job_end = max((c for st, c in marks if "detect" in st), default=run_cpu)
         timing = json.loads((out / "detect" / "timing.json").read_text())  # the fused map job
         rows = n * args.copies
         achieved = rows / timing["seconds"]  # decode rejects the broken files in microseconds
-        work_share = stage_cpu * args.copies / run_cpu
+        job_cpu = job_end - ingest_end
+        work_share = stage_cpu * args.copies / job_cpu
         bound = min(implied, n / max(r["seconds"] for r in results.values()))
         summary.update(pipeline_rows=rows, pipeline_wall_s=wall, map_job_s=timing["seconds"], fused=timing.get("fused_with"),
                        achieved_img_per_s=achieved, efficiency=achieved / implied, run_cpu_s=run_cpu,
-                       stage_cpu_s=stage_cpu, stage_work_share_of_run_cpu=work_share,
+                       map_job_cpu_s=job_cpu, cores_used_by_map_job=job_cpu / timing["seconds"],
+                       stage_cpu_s=stage_cpu, stage_work_share_of_map_job_cpu=work_share,
                        cores_used_during_run=run_cpu / wall, one_actor_bound_img_per_s=bound,
                        load_avg_after=os.getloadavg()[0])
         print(f"pipeline: map job {'+'.join(timing.get('fused_with') or [])}: {rows} rows in "
               f"{timing['seconds']:.1f} s = {achieved:.2f} img/s (whole run incl. Ray start/stop {wall:.1f} s)")
         print(f"pipeline efficiency (achieved / implied): {achieved / implied:.2f}")
-        print(f"CPU: stages alone {stage_cpu * args.copies:.1f} s; whole run's process tree {run_cpu:.1f} s "
-              f"(= {run_cpu / wall:.2f} cores on average) -> stage work is {work_share:.2f} of the run's CPU")
+        print(f"CPU: stages alone {stage_cpu * args.copies:.1f} s; the map job's process tree {job_cpu:.1f} s "
+              f"(= {job_cpu / timing['seconds']:.2f} of {cores} cores on average) -> stage work is "
+              f"{work_share:.2f} of the map job's CPU (whole run incl. ingest, shard, Ray: {run_cpu:.1f} s)")
         print("CPU s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in tree.by_name().items() if v >= 1.0))
         summary["cpu_by_process"] = tree.by_name()
         print(f"bound with one actor per stage (slowest stage alone): {bound:.2f} img/s "
