@@ -37,7 +37,7 @@ from curation.training.schedules import cosine, linear_warmup
 log = logging.getLogger(__name__)
 
 
-def _seed_all(seed: int) -> None:
+def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -55,11 +55,11 @@ def build_model(
         model = probe  # never materialised in full on one rank: shard first, then allocate and init
         D.shard_with_fsdp(model, info, bf16)
         model.to_empty(device=info.device)
-        _seed_all(cfg.train.seed)
+        seed_all(cfg.train.seed)
         init_weights(model)
         model.copy_student_to_teacher()
         return model, model, strategy
-    _seed_all(cfg.train.seed)  # identical initial weights on every rank
+    seed_all(cfg.train.seed)  # identical initial weights on every rank
     model = SSLMetaArch(cfg).to(info.device)
     wrapped = D.wrap_ddp(model, info) if strategy == "ddp" else model
     return model, wrapped, strategy
@@ -102,7 +102,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
     model, wrapped, strategy = build_model(cfg, info, bf16)
     optimizer = build_optimizer(model.student, model.student["backbone"], cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, t.steps)
-    _seed_all(t.seed + 1000 * info.rank)  # masks differ across ranks
+    seed_all(t.seed + 1000 * info.rank)  # masks differ across ranks
 
     shards = resolve_shards(cfg.data.data)
     num_streams = num_streams_for(len(shards), info.world_size, cfg.data.num_workers)

@@ -23,7 +23,7 @@ from curation.training.heads.model import build_task_model
 from curation.training.heads.tasks import TASKS
 from curation.training.optim import build_optimizer, build_scheduler
 from curation.training.progress import MetricsLogger
-from curation.training.trainer import _seed_all
+from curation.training.trainer import seed_all
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,12 @@ def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -
     if info.device.type == "cpu":
         torch.set_flush_denormal(True)  # see trainer.pretrain
 
-    _seed_all(t.seed)
+    seed_all(t.seed)
     model = build_task_model(cfg).to(info.device)
     wrapped = D.wrap_ddp(model, info) if info.enabled else model
     optimizer = build_optimizer(model, model.backbone, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, t.steps)
-    _seed_all(t.seed + 1000 * info.rank)
+    seed_all(t.seed + 1000 * info.rank)
 
     shards = resolve_shards(cfg.data.data)
     num_streams = num_streams_for(len(shards), info.world_size, cfg.data.num_workers)
