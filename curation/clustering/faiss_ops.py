@@ -58,16 +58,18 @@ def nearest(x: np.ndarray, centroids: np.ndarray, normalize: bool = False, metri
     return labels, dist
 
 
-def lloyd(x: np.ndarray, init_centroids: np.ndarray, n_iter: int, seed: int,
+def lloyd(x: np.ndarray, init_centroids: np.ndarray | int, n_iter: int, seed: int,
           spherical: bool = False) -> np.ndarray:
-    """Lloyd iterations from given centroids (faiss; empty clusters are re-split by faiss)."""
+    """Lloyd iterations (faiss; empty clusters are re-split by faiss) from given centroids, or,
+    given a number k, from k random points (faiss' own init, as SemDeDup uses)."""
     x = as_float32(x)
-    k = len(init_centroids)
-    if n_iter <= 0 or k >= len(x):
+    given = not isinstance(init_centroids, (int, np.integer))
+    k = len(init_centroids) if given else int(init_centroids)
+    if given and (n_iter <= 0 or k >= len(x)):
         return as_float32(init_centroids)
     km = faiss.Kmeans(x.shape[1], k, niter=n_iter, seed=seed, spherical=spherical,
                       max_points_per_centroid=max(256, len(x) // k + 1),  # caller subsamples
                       min_points_per_centroid=1,  # small levels (centroids of centroids) are fine
                       gpu=use_gpu(), verbose=False)
-    km.train(x, init_centroids=as_float32(init_centroids))
+    km.train(x, init_centroids=as_float32(init_centroids) if given else None)
     return np.asarray(km.centroids, dtype=np.float32)

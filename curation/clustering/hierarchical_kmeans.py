@@ -78,13 +78,25 @@ def kmeans_plusplus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarr
 
 
 def kmeans(x: np.ndarray, k: int, n_iter: int, rng: np.random.Generator,
-           init_points_per_centroid: int = 16, fit_points_per_centroid: int = 128) -> np.ndarray:
-    """k-means++ seeding then Lloyd (faiss), each on a uniform subsample. Returns centroids."""
+           init_points_per_centroid: int = 16, fit_points_per_centroid: int = 128,
+           init: str = "kmeans++") -> np.ndarray:
+    """k-means++ seeding then Lloyd (faiss), each on a uniform subsample. Returns centroids.
+
+    init="random" seeds from k random points instead (faiss' default): k-means++ is sequential in
+    k, O(k^2 x init_points_per_centroid x D), which is fine for the hierarchy's k but not for
+    SemDeDup's ~400k clusters at 4B rows.
+    """
     n = len(x)
     k = max(1, min(k, n))
-    init = x if n <= init_points_per_centroid * k else x[_subsample(n, init_points_per_centroid * k, rng)]
-    centroids = kmeans_plusplus(init, k, rng)
     fit = x if n <= fit_points_per_centroid * k else x[_subsample(n, fit_points_per_centroid * k, rng)]
+    if init == "random":
+        if k == 1:
+            return faiss_ops.as_float32(fit).mean(axis=0, keepdims=True)
+        return faiss_ops.lloyd(fit, k, max(1, n_iter), seed=int(rng.integers(2**31)))
+    if init != "kmeans++":
+        raise ValueError(f"init must be 'kmeans++' or 'random', not {init!r}")
+    seed_points = x if n <= init_points_per_centroid * k else x[_subsample(n, init_points_per_centroid * k, rng)]
+    centroids = kmeans_plusplus(seed_points, k, rng)
     return faiss_ops.lloyd(fit, centroids, n_iter, seed=int(rng.integers(2**31)))
 
 

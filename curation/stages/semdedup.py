@@ -47,6 +47,7 @@ class SemdedupConfig(StageConfig):
     keep: list[str] = field(default_factory=lambda: list(DEFAULT_KEEP))
     n_iter: int = 20
     fit_points_per_centroid: int = 128  # k-means training sample per centroid
+    init: str = "random"  # faiss' random-points init (SemDeDup's); "kmeans++" for small k
     shuffle: str = "sort"  # "sort" | "push" | "hash": Ray shuffle of the groupby (ray_ops.with_shuffle)
 
 
@@ -101,7 +102,8 @@ class SemdedupStage(Stage):
     def centroids(self, ds, ctx, n: int) -> np.ndarray:
         cfg = self._cfg
         k = max(1, min(n, cfg.n_clusters or math.ceil(n / cfg.points_per_cluster)))
-        name = "centroids-" + cache.cache_key(ctx.input_fingerprint, k, cfg.n_iter, cfg.fit_points_per_centroid, ctx.seed)
+        name = "centroids-" + cache.cache_key(ctx.input_fingerprint, k, cfg.n_iter, cfg.fit_points_per_centroid,
+                                              cfg.init, ctx.seed)
         uri = cache.join(ctx.cache_uri, name)
         stored = cache.load_arrays(uri)
         self.last_fit_cache_hit = stored is not None
@@ -112,8 +114,8 @@ class SemdedupStage(Stage):
         if fit_rows < n:  # a uniform sample: the fit never needs all 4B rows on one machine
             sample = sample.random_sample(min(1.0, 1.2 * fit_rows / n), seed=ctx.seed)
         x = np.concatenate([vectors(b["clip"])[0] for b in sample.iter_batches(batch_format="pyarrow")])
-        centroids = kmeans(faiss_ops.normalize_rows(x), k, cfg.n_iter, np.random.default_rng(ctx.seed)) if k > 1 \
-            else faiss_ops.as_float32(x.mean(axis=0, keepdims=True))
+        centroids = kmeans(faiss_ops.normalize_rows(x), k, cfg.n_iter, np.random.default_rng(ctx.seed),
+                           fit_points_per_centroid=cfg.fit_points_per_centroid, init=cfg.init)
         cache.save_arrays(uri, {"centroids": centroids}, {"k": k, "fitted_on": len(x)})
         cache.prune(ctx.cache_uri, "centroids-", name)
         return centroids
