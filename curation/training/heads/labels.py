@@ -21,7 +21,6 @@ import json
 import math
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -140,6 +139,19 @@ def affine_matrix(
     return np.concatenate([A, t[:, None]], axis=1)
 
 
+def warp_affine(image: np.ndarray, M: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """`image` [H0, W0, 3] resampled (bilinear, black outside) so that pixel p lands at M @ [p, 1] in
+    an (H, W) crop. M uses pixel-centre-at-integer coordinates; PIL puts centres at +0.5."""
+    H, W = out_size
+    A = np.vstack([M, [0, 0, 1]])
+    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    inverse = np.linalg.inv(shift @ A @ np.linalg.inv(shift))  # crop -> image, PIL coordinates
+    warped = Image.fromarray(image).transform(
+        (W, H), Image.Transform.AFFINE, inverse[:2].flatten(), Image.BILINEAR
+    )
+    return np.asarray(warped)
+
+
 def pose_sample(raw: dict[str, Any], cfg, gen: torch.Generator, train: bool) -> dict[str, Tensor]:
     image = np.asarray(decode_image(raw))
     ann = json.loads(raw["pose.json"])
@@ -157,7 +169,7 @@ def pose_sample(raw: dict[str, Any], cfg, gen: torch.Generator, train: bool) -> 
         rotation = _u(gen, -cfg.data.rotation, cfg.data.rotation)
         flip = _u(gen, 0, 1) < cfg.data.hflip_prob
     M = affine_matrix(center, size, rotation, (H, W))
-    crop = cv2.warpAffine(image, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    crop = warp_affine(image, M, (H, W))
     xy = kpts[:, :2] @ M[:, :2].T + M[:, 2]  # [K, 2] in crop pixels
     visible = kpts[:, 2] > 0
     if flip:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,7 @@ from torch import Tensor, nn
 
 from curation.training.heads import udp
 from curation.training.heads.evaluate import load_head_checkpoint
-from curation.training.heads.labels import affine_matrix, to_input
+from curation.training.heads.labels import affine_matrix, to_input, warp_affine
 from curation.training.heads.model import TaskModel
 from curation.training.heads.tasks import TASKS
 
@@ -89,11 +88,11 @@ class Predictor:
         bw, bh = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
         size = np.array([max(bw, bh * W / H), max(bh, bw * H / W)]) * self.cfg.data.box_padding
         M = affine_matrix(np.array([(x0 + x1) / 2, (y0 + y1) / 2]), size, 0.0, (H, W))
-        crop = cv2.warpAffine(image, M, (W, H), flags=cv2.INTER_LINEAR)
+        crop = warp_affine(image, M, (H, W))
         heatmaps = self.raw(to_input(crop)[None])
         keypoints, scores = udp.decode(heatmaps.float(), (H, W))
         xy = keypoints[0].cpu().numpy().astype(np.float64)
-        inverse = cv2.invertAffineTransform(M)
+        inverse = np.linalg.inv(np.vstack([M, [0, 0, 1]]))[:2]
         xy = xy @ inverse[:, :2].T + inverse[:, 2]  # crop -> image pixels
         return xy, scores[0].cpu().numpy()  # [K, 2], [K]
 
