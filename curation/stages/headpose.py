@@ -27,7 +27,9 @@ from curation.stages.registry import register_stage
 @dataclass
 class HeadposeConfig(StageConfig):
     backend: str = "mtcnn"  # see curation/models/headpose.py BACKENDS
-    min_face_size: int = 20  # px, in the decoded crop
+    # px in the decoded crop. 40 rather than MTCNN's 20: a salient person's face is >= 15% of a
+    # 256 px box, and skipping the finest pyramid level halves MTCNN's time (101 -> 56 ms/img).
+    min_face_size: int = 40
     min_face_score: float = 0.9  # faces below this confidence are not faces
     crop_side: int = 256  # short side of the person's box after decoding
     whole_side: int = 512  # short side of the whole image when there are no person boxes
