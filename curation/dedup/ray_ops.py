@@ -42,23 +42,29 @@ def part_of(keys: np.ndarray, n_partitions: int) -> np.ndarray:
     return ((mixed >> np.uint64(32)) % np.uint64(max(1, n_partitions))).astype(np.int64)
 
 
-SHUFFLES = ("sort", "push", "hash")
+SHUFFLES = ("auto", "sort", "push", "hash")
+SORT_SHUFFLE_MAX_PARTITIONS = 64
 
 
-def with_shuffle(ds: Any, shuffle: str) -> Any:
+def with_shuffle(ds: Any, shuffle: str, n_partitions: int = 1) -> Any:
     """Pick the shuffle of this dataset's groupbys (its own DataContext copy, nothing global).
 
     "sort": Ray's task-based sort shuffle (map tasks range-partition, reduce tasks merge). No
     long-lived actors, so it never holds CPUs that reads need (ENV.md's 2-core hang), and on small
-    inputs a groupby costs ~0.3 s instead of ~9 s of aggregator-actor start-up measured here.
+    inputs a groupby costs ~0.3 s instead of the ~9 s of aggregator-actor start-up measured here.
+    But every map task writes one block per partition: M x N objects, hopeless at thousands of
+    partitions.
     "push": Ray's push-based sort shuffle (merges while mapping; its choice for 100 TB sorts).
-    "hash": Ray 2.60's default actor-based hash shuffle, whose streaming aggregation can pay for
-    its start-up on very large shuffles.
+    "hash": Ray 2.60's default, actor-based hash shuffle: streaming aggregation, no M x N blocks;
+    what billions of rows need.
+    "auto": "sort" up to SORT_SHUFFLE_MAX_PARTITIONS partitions, "hash" above.
     """
     from ray.data.context import ShuffleStrategy
 
     if shuffle not in SHUFFLES:
         raise ValueError(f"shuffle must be one of {SHUFFLES}, not {shuffle!r}")
+    if shuffle == "auto":
+        shuffle = "sort" if n_partitions <= SORT_SHUFFLE_MAX_PARTITIONS else "hash"
     ds.context.shuffle_strategy = {"sort": ShuffleStrategy.SORT_SHUFFLE_PULL_BASED,
                                    "push": ShuffleStrategy.SORT_SHUFFLE_PUSH_BASED,
                                    "hash": ShuffleStrategy.SHUFFLE_V2}[shuffle]
@@ -66,10 +72,10 @@ def with_shuffle(ds: Any, shuffle: str) -> Any:
 
 
 def by_partition(ds: Any, n_partitions: int, fn: Callable[..., pa.Table], key: str = PART,
-                 shuffle: str = "sort", **fn_kwargs: Any) -> Any:
+                 shuffle: str = "auto", **fn_kwargs: Any) -> Any:
     """`fn(rows_of_one_key, **fn_kwargs) -> table` over a dataset, grouped by `key` (default
     `_part`) into `n_partitions` shuffle partitions."""
-    return with_shuffle(ds, shuffle).groupby(key, num_partitions=max(1, n_partitions)).map_groups(
+    return with_shuffle(ds, shuffle, n_partitions).groupby(key, num_partitions=max(1, n_partitions)).map_groups(
         fn, batch_format="pyarrow", fn_kwargs=fn_kwargs)
 
 

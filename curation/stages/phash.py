@@ -42,14 +42,14 @@ class PhashConfig(StageConfig):
     keep: list[str] = field(default_factory=lambda: list(DEFAULT_KEEP))  # "-col" = higher wins
     decode_min_side: int = DEFAULT_DECODE_MIN_SIDE  # JPEG DCT-scaled decode, never below this
     num_blocks: int | None = None  # band blocks; None: fewest whose buckets hold <= bucket_rows
-    # In a shuffle a band row costs ~70 bytes moved and a popcount ~1 ns, so the stage prefers
+    # In a shuffle a band row costs ~100 bytes moved and a popcount ~1 ns, so the stage prefers
     # fewer tables with fuller buckets (4B rows: 7 blocks, 35 tables, ~30 rows a bucket) over
     # the single-machine choice (buckets < 1 row: 9 blocks, 126 tables).
     bucket_rows: float = 32.0
     partitions: int | None = None  # shuffle partitions; None = from rows_per_partition
-    rows_per_partition: int = 4_000_000  # band rows per partition (memory per worker)
+    rows_per_partition: int = 8_000_000  # band rows per partition, ~100 B each: memory per worker
     broadcast_max_rows: int = 2_000_000  # duplicates lookup: broadcast below, hash join above
-    shuffle: str = "sort"  # "sort" | "push" | "hash": Ray shuffle of the groupby (ray_ops.with_shuffle)
+    shuffle: str = "auto"  # Ray shuffle of the groupby: auto | sort | push | hash (ray_ops.with_shuffle)
 
 
 def upstream_columns(stage: Stage, columns: tuple[str, ...]) -> list[str]:

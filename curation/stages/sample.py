@@ -38,7 +38,7 @@ class SampleConfig(StageConfig):
     target_fraction: float = 0.25  # of the rows reaching this stage (Humans-1B: ~4B -> ~1B)
     strategy: str = "random"  # inside a level-1 cluster: "random" or "closest" (to its centroid)
     multiplier: int = 1  # a cluster may give up to multiplier x its size (repeats)
-    shuffle: str = "sort"  # "sort" | "push" | "hash": Ray shuffle of the groupby (ray_ops.with_shuffle)
+    shuffle: str = "auto"  # Ray shuffle of the groupby: auto | sort | push | hash (ray_ops.with_shuffle)
 
 
 def _select(rows: pa.Table, clusters: np.ndarray, quota: np.ndarray, strategy: str, multiplier: int,
@@ -86,10 +86,11 @@ class SampleStage(Stage):
         if cfg.multiplier < 1:
             raise ConfigError(f"sample.multiplier must be >= 1, got {cfg.multiplier}")
 
-    def allocation(self, ds, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def allocation(self, ds, seed: int, cluster_cpus: int = 1) -> tuple[np.ndarray, np.ndarray, int]:
         """(level-1 cluster ids sorted, target per level-1 cluster, rows counted)."""
         levels = list(LEVEL_COLUMNS[: self.n_levels()])
-        counted = with_shuffle(ds, self._cfg.shuffle).groupby(levels).count()
+        # k1 output rows; the cluster's size stands in for the input's (not counted yet)
+        counted = with_shuffle(ds, self._cfg.shuffle, cluster_cpus).groupby(levels).count()
         sizes = pa.Table.from_pandas(counted.to_pandas(), preserve_index=False)
         sizes = sizes.filter(pc.is_valid(sizes["cluster_l1"])).sort_by("cluster_l1")
         paths = np.stack([sizes[c].to_numpy() for c in levels], axis=1)
@@ -102,7 +103,7 @@ class SampleStage(Stage):
         self.check()
         cfg = self._cfg
         ds = columns_of(ds, ["id", "input_shard", *self.required_columns()])
-        clusters, quota, n = self.allocation(ds, int(ctx.seed))
+        clusters, quota, n = self.allocation(ds, int(ctx.seed), int(ctx.num_cpus))
         # whole level-1 clusters per call; ~1M rows of (ids, distance) per shuffle partition
         n_parts = max(int(ctx.num_cpus), math.ceil(n / 1_000_000))
         return by_partition(ds, n_parts, _select, key="cluster_l1", shuffle=cfg.shuffle,

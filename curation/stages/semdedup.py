@@ -10,8 +10,9 @@ Ray Data steps:
   dedup    groupby(cluster).map_groups: one call per cluster; inside, clusters above
            `max_cluster_size` are split by k-means and the range search runs in query blocks,
            so worker memory is O(max_cluster_size x D) whatever the cluster sizes.
-At 4B rows: k ~ 400k clusters of ~10k (the SemDeDup setting), the sample for the fit ~50M x 512
-(float16 25 GiB, on a GPU node), and the shuffle moves the 1 KiB embedding once per row.
+At 4B rows: k ~ 400k clusters of ~10k (the SemDeDup setting); with fit_points_per_centroid=32 the
+fit sees 13M x 512 (float16 13 GiB, a GPU driver), and the shuffle moves the 1 KiB embedding once
+per row. docs/global_stages.md has the arithmetic.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class SemdedupConfig(StageConfig):
     n_iter: int = 20
     fit_points_per_centroid: int = 128  # k-means training sample per centroid
     init: str = "random"  # faiss' random-points init (SemDeDup's); "kmeans++" for small k
-    shuffle: str = "sort"  # "sort" | "push" | "hash": Ray shuffle of the groupby (ray_ops.with_shuffle)
+    shuffle: str = "auto"  # Ray shuffle of the groupby: auto | sort | push | hash (ray_ops.with_shuffle)
 
 
 def _assign(batch: pa.Table, centroids: np.ndarray, keep_cols: list[str]) -> pa.Table:
