@@ -324,3 +324,13 @@ def head_config():
         return HeadTrainConfig.from_dict(tree)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def curate_app():
+    """The `curate` typer app with its `train` group mounted, as `curate`'s entry point mounts it."""
+    from curation import cli
+
+    if not any(group.name == "train" for group in cli.app.registered_groups):
+        cli._add_optional_apps()  # what cli.main() does before dispatching
+    return cli.app

@@ -9,13 +9,12 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from curation.training.cli import train_app
-
 pytestmark = pytest.mark.timeout(120)
 
 
 def _args(shards, out, config, *sets):
     args = [
+        "train",
         "pretrain",
         "--data",
         str(shards),
@@ -31,7 +30,7 @@ def _args(shards, out, config, *sets):
     return args
 
 
-def test_pretrain_through_the_cli_and_resume(tmp_path, shards, tiny_tree):
+def test_pretrain_through_the_cli_and_resume(tmp_path, shards, tiny_tree, curate_app):
     config = tmp_path / "tiny.yaml"
     tiny_tree["model"]["name"] = "sapiens2-0.4b"  # --model must win over the file
     config.write_text(yaml.safe_dump(tiny_tree))
@@ -39,7 +38,7 @@ def test_pretrain_through_the_cli_and_resume(tmp_path, shards, tiny_tree):
     runner = CliRunner()
 
     result = runner.invoke(
-        train_app, _args(shards, out, config, "train.steps=3", "cl.normalization=sinkhorn")
+        curate_app, _args(shards, out, config, "train.steps=3", "cl.normalization=sinkhorn")
     )
     assert result.exit_code == 0, result.output
     assert "done: step 3" in result.output
@@ -59,7 +58,7 @@ def test_pretrain_through_the_cli_and_resume(tmp_path, shards, tiny_tree):
 
     # Same command with a longer schedule continues from the checkpoint.
     result = runner.invoke(
-        train_app, _args(shards, out, config, "train.steps=4", "cl.normalization=sinkhorn")
+        curate_app, _args(shards, out, config, "train.steps=4", "cl.normalization=sinkhorn")
     )
     assert result.exit_code == 0, result.output
     assert "done: step 4" in result.output
@@ -68,16 +67,16 @@ def test_pretrain_through_the_cli_and_resume(tmp_path, shards, tiny_tree):
     assert torch.load(out / "checkpoint-last.pt", weights_only=True)["step"] == 4
 
 
-def test_config_mistakes_are_one_line_errors(tmp_path, shards):
+def test_config_mistakes_are_one_line_errors(tmp_path, shards, curate_app):
     runner = CliRunner()
     out = tmp_path / "bad"
     result = runner.invoke(
-        train_app, ["pretrain", "--data", str(shards), "--out", str(out), "--set", "optim.lrr=1"]
+        curate_app, ["train", "pretrain", "--data", str(shards), "--out", str(out), "--set", "optim.lrr=1"]
     )
     assert result.exit_code == 2
     assert "optim.lrr" in result.output and "lr" in result.output
     result = runner.invoke(
-        train_app, ["pretrain", "--data", str(shards), "--out", str(out), "--model", "vit-huge"]
+        curate_app, ["train", "pretrain", "--data", str(shards), "--out", str(out), "--model", "vit-huge"]
     )
     assert result.exit_code == 2 and "unknown model" in result.output
     assert not (out / "checkpoint-last.pt").exists()

@@ -10,7 +10,6 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from curation.training.cli import train_app
 from curation.training.heads.evaluate import evaluate
 from curation.training.heads.model import build_task_model
 
@@ -27,7 +26,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("task", list(CASES))
-def test_head_overfits_through_the_cli(task, tmp_path, labelled, head_config, head_tree):
+def test_head_overfits_through_the_cli(task, tmp_path, labelled, head_config, head_tree, curate_app):
     steps, sets, key, bar, higher = CASES[task]
     shards = labelled(task)
     torch.manual_seed(0)
@@ -36,16 +35,27 @@ def test_head_overfits_through_the_cli(task, tmp_path, labelled, head_config, he
     config = tmp_path / "head.yaml"
     config.write_text(yaml.safe_dump(head_tree))
     out = tmp_path / "run"
-    args = ["head", "--task", task, "--data", str(shards), "--out", str(out), "--config", str(config)]
+    args = [
+        "train",
+        "head",
+        "--task",
+        task,
+        "--data",
+        str(shards),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+    ]
     for s in [f"train.steps={steps}", *sets]:
         args += ["--set", s]
-    result = CliRunner().invoke(train_app, args)
+    result = CliRunner().invoke(curate_app, args)
     assert result.exit_code == 0, result.output
     assert f"done: step {steps}" in result.output
 
     report = tmp_path / "metrics.json"
     result = CliRunner().invoke(
-        train_app, ["eval", "--checkpoint", str(out / "checkpoint-last.pt"), "--data", str(shards),
+        curate_app, ["train", "eval", "--checkpoint", str(out / "checkpoint-last.pt"), "--data", str(shards),
                     "--task", task, "--output", str(report)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
