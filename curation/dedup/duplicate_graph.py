@@ -36,9 +36,11 @@ def band_rows(batch: pa.Table, layout: BandLayout, n_partitions: int, attrs: lis
     """Rows of `batch` (with id, phash, content_hash, attrs) -> bucket rows for the shuffle."""
     n, n_tables = batch.num_rows, len(layout.tables)
     h = batch["phash"].to_numpy().astype(np.uint64)
-    buckets = np.concatenate([table_keys(h, layout, t) for t in range(n_tables)] + [_content_key(batch["content_hash"])])
-    kind = np.r_[np.zeros(n * n_tables, np.int8), np.ones(n, np.int8)]  # 1 = exact row
-    take = np.tile(np.arange(n), n_tables + 1)
+    has_content = np.flatnonzero(pc.is_valid(batch["content_hash"]).to_numpy(zero_copy_only=False))
+    content = batch["content_hash"].take(pa.array(has_content))  # no sha1, no exact-duplicate row
+    buckets = np.concatenate([table_keys(h, layout, t) for t in range(n_tables)] + [_content_key(content)])
+    kind = np.r_[np.zeros(n * n_tables, np.int8), np.ones(len(has_content), np.int8)]  # 1 = exact row
+    take = np.r_[np.tile(np.arange(n), n_tables), has_content]
     cols = {PART: part_of(buckets ^ kind.astype(np.uint64), n_partitions), "kind": kind,
             "bucket": buckets}
     out = pa.table(cols)

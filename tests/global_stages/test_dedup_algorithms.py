@@ -134,3 +134,13 @@ def test_many_copies_of_one_hash_in_one_bucket():
                         rng.integers(0, 2**63, 200, dtype=np.uint64)])
     for d in (1, 3):
         assert same_partition(group_near_duplicates(h, d, d + 1), brute_force_labels(h, d))
+
+
+def test_rows_without_content_hash_are_never_exact_duplicates():
+    t = pa.table({"id": ["a", "b", "c"], "phash": pa.array([1, 2**40, 2**50], pa.uint64()),
+                  "content_hash": pa.array([None, None, "ab" * 20], pa.string()),
+                  "width": [1, 1, 1], "height": [1, 1, 1]})
+    layout, attrs = make_layout(1, 2), ["width", "height"]
+    bands = band_rows(t, layout, 1, attrs)
+    assert bands.num_rows == 3 * len(layout.tables) + 1
+    assert resolve(partition_edges(bands, 1, attrs), KeepPolicy(), attrs).num_rows == 0
