@@ -101,7 +101,7 @@ class TreeCPU:
                 try:
                     t = p.cpu_times()
                     self.last[p.pid] = t.user + t.system
-                    if not self.names.get(p.pid, "python").startswith(("ray::", "raylet", "gcs")):
+                    if not self.names.get(p.pid, "python").startswith(("ray::MapWorker", "raylet", "gcs")):
                         # Ray retitles a worker once it has a job: ray::IDLE, ray::MapWorker(...)
                         cmd = p.cmdline()
                         self.names[p.pid] = Path(cmd[0]).name[:48] if cmd else p.name()
