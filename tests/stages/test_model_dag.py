@@ -36,11 +36,7 @@ def dag_run(ray_local, crawl, whole_image_yolo, tmp_path_factory):
     out = tmp_path_factory.mktemp("dag") / "out"
     cfg = load_config(None, [
         DAG, f"detect.weights={whole_image_yolo}", "detect.imgsz=320", "embed.weights=random",
-        "quality.weights=random", f"filters.min_person_short_side={THRESHOLD}", "ingest.shard_size=4",
-        # Workaround: ray_runtime.place() gives the task-mode decode stage 1 CPU next to 5 actor
-        # pools that share the other one, leaving nothing for the load/write tasks: the job waits
-        # forever on 2 CPUs. A fractional decode fuses into the first actor and runs.
-        "decode.num_cpus=0.2"])
+        "quality.weights=random", f"filters.min_person_short_side={THRESHOLD}", "ingest.shard_size=4"])
     summary = run_pipeline(cfg, str(crawl), str(out))
     return out, summary
 
