@@ -83,14 +83,25 @@ def run_cmd(
 ) -> None:
     """Run the whole DAG, or one stage, and print the funnel."""
     from curation.pipeline import run_pipeline
-    from curation.progress import LineProgress
+    from curation.progress import LiveProgress, progress_for
 
     cfg = load_config(config, set_)
     if address:
         cfg.run.address = address
-    if stage is None and not _exists(input):
-        raise InputError(f"input not found: {input}")
-    summary = run_pipeline(cfg, input, output, stage=stage, reconfigure=reconfigure, on_event=LineProgress(console))
+    if stage is not None:
+        from curation.stages.registry import get_stage
+
+        get_stage(stage)  # an unknown name fails here, before Ray starts
+    if not _exists(input):
+        what = "a run folder (the --output of an earlier run)" if stage not in (None, "ingest") else \
+            "an image folder, a URL list (.parquet/.csv/.tsv/.jsonl), WebDataset .tars, or an s3:// URI"
+        raise InputError(f"input not found: {input}; --input takes {what}")
+    progress = progress_for(console)
+    if isinstance(progress, LiveProgress):
+        with progress:
+            summary = run_pipeline(cfg, input, output, stage=stage, reconfigure=reconfigure, on_event=progress)
+    else:
+        summary = run_pipeline(cfg, input, output, stage=stage, reconfigure=reconfigure, on_event=progress)
     _print_funnel(summary)
     if not summary["balanced"]:
         console.print(f"[red]accounting does not balance: inputs {summary['inputs']} != kept {summary['kept']} "
@@ -105,41 +116,37 @@ def _exists(uri: str) -> bool:
 
 
 def _print_funnel(summary: dict) -> None:
-    table = Table(title=f"inputs {summary['inputs']} -> kept {summary['kept']}")
-    for col in ("stage", "shards", "in", "kept", "rejects"):
-        table.add_column(col)
-    for name, s in summary["stages"].items():
-        rejects = ", ".join(f"{k} {v}" for k, v in s["rejects"].items()) or "-"
-        table.add_row(name, f"{s['shards_done']}/{s['shards_total']}", str(s["in"]), str(s["kept"]), rejects)
-    out.print(table)
-    if "shards" in summary:
-        out.print(f"shards: {summary['shards']['files']} tars, {summary['shards']['samples']} samples")
+    from curation.status_view import status_table
+
+    out.print(status_table(summary))
 
 
 @app.command("status")
 def status_cmd(run_dir: str = typer.Argument(..., help="A run folder."),
-               as_json: bool = typer.Option(False, "--json")) -> None:
-    """Per stage: shards done/total, kept, rejects by reason."""
-    from curation.io import fs
-    from curation.manifests.ledger import summarize
-    from curation.manifests.store import RunStore
-    from curation.pipeline import dag_names
+               as_json: bool = typer.Option(False, "--json", help="The ledger as JSON, for scripts.")) -> None:
+    """Per stage: shards done/total, kept, rejects by reason, throughput."""
+    from curation.status_view import run_summary
 
-    if not fs.exists(fs.join(run_dir, "run.json")):
-        raise InputError(f"not a run folder (no run.json): {run_dir}")
-    cfg_path = fs.join(run_dir, "config.yaml")
-    import yaml
-
-    tree = yaml.safe_load(fs.read_bytes(cfg_path)) or {}
-    from curation.stages.registry import all_stages
-
-    names = (tree.get("run") or {}).get("stages") or list(all_stages())
-    summary = summarize(RunStore(run_dir), names)
+    summary = run_summary(run_dir)
     if as_json:
         out.print_json(json.dumps(summary))
     else:
         _print_funnel(summary)
-    _ = dag_names
+
+
+@app.command("report")
+def report_cmd(run_dir: str = typer.Argument(..., help="A run folder."),
+               report_dir: str | None = typer.Option(None, "--out", help="Where to write (default OUT/report)."),
+               open_: bool = typer.Option(False, "--open", help="Open the report in a web browser."),
+               max_shards: int = typer.Option(200, "--max-shards", help="Input shards read for plots and "
+                                                                          "galleries (counts are always exact).")) -> None:
+    """A self-contained HTML report: funnel, rejects, score histograms, clusters, duplicates, galleries."""
+    from curation.report.build import build_report, open_in_browser
+
+    uri = build_report(run_dir, report_dir, max_shards=max_shards)
+    out.print(f"report: {uri}", highlight=False)
+    if open_ and not open_in_browser(uri):
+        console.print(f"no web browser found; open {uri} yourself", highlight=False)
 
 
 @manifest_app.command("verify")

@@ -52,6 +52,7 @@ def run_ingest(stage: Any, store: RunStore, input_uri: str, fingerprint: str, em
     ds = ds.map_batches(ingest_task, batch_size=1, batch_format="pyarrow", num_cpus=res.num_cpus,
                         fn_kwargs={"out": store.out, "stage": stage})
     t0, n_done, rows = time.perf_counter(), 0, 0
+    emit({"event": "job_start", "stages": [stage.name], "total": len(pending), "rows": None})
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         for r in batch.to_pylist():
             store.write_done(stage.name, r["shard"], {
@@ -60,7 +61,8 @@ def run_ingest(stage: Any, store: RunStore, input_uri: str, fingerprint: str, em
             n_done += 1
             rows += r["rows"]
             emit({"event": "shard_done", "stages": [stage.name], "shard": r["shard"], "rows": r["rows"],
-                  "done": n_done, "total": len(pending), "seconds": time.perf_counter() - t0})
+                  "done": n_done, "total": len(pending), "seconds": time.perf_counter() - t0,
+                  "counts": {stage.name: {"in": r["rows"], "kept": r["kept"], "rejects": json.loads(r["rejects"])}}})
     from curation.io import fs
 
     fs.write_json(store.uri(stage.name, "timing.json"), {"rows": rows, "seconds": round(time.perf_counter() - t0, 3)})

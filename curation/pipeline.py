@@ -238,8 +238,14 @@ def _collect(ds: Any, job_names: list[str], expected: dict[str, int], store: Run
             a = agg[(shard, name)]
             store.write_done(name, shard, _record(fps[name], a["rows"], a["kept"], a["rejects"], a["parts"]))
         finished.add(shard)
+        counts = {name: {"in": agg[(shard, name)]["rows"], "kept": agg[(shard, name)]["kept"],
+                         "rejects": dict(agg[(shard, name)]["rejects"])} for name in job_names}
         emit({"event": "shard_done", "stages": job_names, "shard": shard, "rows": expected[shard],
-              "done": len(finished), "total": len(expected), "seconds": time.perf_counter() - t0})
+              "done": len(finished), "total": len(expected), "seconds": time.perf_counter() - t0,
+              "counts": counts})
+
+    # Lets a progress display show the job (and its totals, for an ETA) before its first shard ends.
+    emit({"event": "job_start", "stages": job_names, "total": len(expected), "rows": sum(expected.values())})
 
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         touched = []

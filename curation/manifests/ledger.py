@@ -34,7 +34,7 @@ def summarize(store: RunStore, stages: list[str]) -> dict[str, Any]:
             rejects.update(r["rejects"])
         per_stage[name] = {"shards_done": len(recs), "shards_total": total_shards, "in": rows_in,
                            "kept": rows_kept, "rejects": dict(sorted(rejects.items())),
-                           "seconds": round(seconds, 3)}
+                           "seconds": round(seconds, 3), **_throughput(store, name)}
         all_rejects.update(rejects)
         if inputs is None:
             inputs = rows_in
@@ -55,6 +55,17 @@ def summarize(store: RunStore, stages: list[str]) -> dict[str, Any]:
         m = fs.read_json(manifest)
         summary["shards"] = {"files": len(m["shards"]), "samples": m["counts"]["samples"]}
     return summary
+
+
+def _throughput(store: RunStore, stage: str) -> dict[str, Any]:
+    """Rows/s of the stage's latest job (its timing.json); fused stages share their job's figure."""
+    holder = store.holder_of(stage) or store
+    uri = holder.uri(stage, "timing.json")
+    if not fs.exists(uri):
+        return {"job_seconds": None, "rows_per_s": None}
+    t = fs.read_json(uri)
+    rate = t["rows"] / t["seconds"] if t.get("seconds") else None
+    return {"job_seconds": t.get("seconds"), "rows_per_s": None if rate is None else round(rate, 2)}
 
 
 def write_ledger(store: RunStore, stages: list[str]) -> dict[str, Any]:

@@ -141,7 +141,8 @@ def find(w: WeightFile) -> Found | None:
     if w.explicit:
         p = Path(w.explicit).expanduser()
         if not p.is_file():
-            raise ConfigError(f"{w.key}: {p} does not exist")
+            raise ConfigError(f"{w.key}: {p} does not exist; fix the path, or unset {w.key} to look in "
+                              f"${ENV_DIR} and the library caches")
         return Found(p, "config")
     if w.library == "package":
         return Found(Path(w.ref), "package") if Path(w.ref).is_file() else None
