@@ -42,9 +42,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, object_
         if object_store_mb:
             kwargs["object_store_memory"] = object_store_mb * 1024 * 1024
     ray.init(**kwargs)
-    # Ray Data logs a line per finished dataset at INFO; our own progress lines say more.
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
+    # Ray Data logs a line per finished dataset at INFO; our own progress lines say more. Set
+    # after ray.data is imported: its import configures logging and would reset the level.
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     try:

@@ -11,6 +11,7 @@ from curation import __version__
 from curation.config import Config, ConfigError
 from curation.io import fs
 from curation.manifests.store import RunStore
+from curation.models.weights import random_weight_stages
 
 
 def _changed_sections(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -36,7 +37,10 @@ def init_run_folder(store: RunStore, cfg: Config, input_uri: str, stage: str | N
         ensure_plan(store, cfg, input_uri)
     run = {"input": input_uri if upstream is None else (info or {}).get("input", input_uri),
            "upstream": upstream or (info or {}).get("upstream"), "code_version": __version__,
-           "config_hash": cfg.hash(), "updated_at": time.time()}
+           "config_hash": cfg.hash(), "updated_at": time.time(),
+           # Stages run with random weights (asked for by name) are carried into the ledger and
+           # the manifest, so no output of such a run can pass for a real one.
+           "random_weights": sorted(set((info or {}).get("random_weights", [])) | set(random_weight_stages(cfg)))}
     if upstream is not None:
         run["input"] = (RunStore(upstream).read_run_info() or {}).get("input", upstream)
     fs.write_bytes(store.uri("config.yaml"), cfg.to_yaml().encode())

@@ -48,6 +48,7 @@ def summarize(store: RunStore, stages: list[str]) -> dict[str, Any]:
         "rejected": sum(all_rejects.values()),
         "balanced": inputs == kept + sum(all_rejects.values()),
         "complete": complete,
+        "random_weights": (store.read_run_info() or {}).get("random_weights", []),
         "stages": per_stage,
     }
     manifest = store.uri("shards", "manifest.json")

@@ -73,6 +73,7 @@ def write_tar(batch: pa.Table, out: str, base: str, sources: dict[str, list[str]
 def write_manifest(store: RunStore, entries: list[dict[str, Any]], cfg: Any, fingerprint: str,
                    stage_names: list[str]) -> dict[str, Any]:
     from curation.manifests.ledger import summarize
+    from curation.models.weights import weights_record
 
     ledger = summarize(store, stage_names)
     manifest = {
@@ -83,6 +84,8 @@ def write_manifest(store: RunStore, entries: list[dict[str, Any]], cfg: Any, fin
         "code_version": __version__,
         "fingerprint": fingerprint,
         "created_at": time.time(),
+        "random_weights": ledger["random_weights"],  # stages whose scores are meaningless
+        "weights": weights_record(cfg),
     }
     fs.write_json(store.uri("shards", "manifest.json"), manifest)
     return manifest

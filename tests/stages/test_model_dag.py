@@ -52,7 +52,10 @@ def test_missing_weights_stop_the_run_before_any_work(empty_caches, crawl, tmp_p
     out = tmp_path / "out"
     with pytest.raises(ConfigError) as err:
         run_pipeline(load_config(None, [DAG]), str(crawl), str(out))
-    assert "yolo11n.pt" in str(err.value) and "curate weights fetch" in str(err.value)
+    message = str(err.value)
+    assert "yolo11n.pt" in message and "curate weights fetch" in message
+    # One error for the whole run: the CLIP checkpoint of embed is named beside YOLO's.
+    assert "embed needs" in message and "detect needs" in message
     assert not out.exists()  # no run folder, no ingest, nothing to clean up
 
 
@@ -91,3 +94,13 @@ def test_the_whole_dag_writes_model_columns_into_the_shards(dag_run):
     assert all(len(r["clip"]) == 512 for r in embed)
     quality = _rows(out, "quality")
     assert len(quality) == 2 and all(r["aesthetic"] is not None and r["realism"] is not None for r in quality)
+
+
+def test_random_weights_are_recorded_in_the_ledger_and_the_manifest(dag_run):
+    out, summary = dag_run
+    ledger = json.loads((out / "ledger.json").read_text())
+    manifest = json.loads((out / "shards" / "manifest.json").read_text())
+    # embed and quality were asked for random weights by name; detect loaded a checkpoint file.
+    assert ledger["random_weights"] == manifest["random_weights"] == ["embed", "quality"]
+    by_stage = {(w["stage"], w["random"]) for w in manifest["weights"]}
+    assert ("embed", True) in by_stage and ("detect", False) in by_stage
