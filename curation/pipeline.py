@@ -33,6 +33,7 @@ from curation.io import fs
 from curation.manifests.ledger import write_ledger
 from curation.manifests.store import RunStore
 from curation.run_folder import check_upstream_complete, init_run_folder, load_plan
+from curation.run_lock import run_lock
 from curation.segment_io import load_task, write_task
 from curation.stage_runner import StageRunner
 from curation.stages.base import Stage
@@ -80,33 +81,34 @@ def run_pipeline(cfg: Config, input_uri: str, output_uri: str, stage: str | None
     for s in stages:
         s.check()  # weights and config problems stop the run before any work
     store = RunStore(output_uri)
-    init_run_folder(store, cfg, input_uri, stage, reconfigure)
-    fps = fingerprints(cfg, names)
-    emit = on_event or (lambda e: None)
-    with ray_session(cfg.run.address, cfg.run.num_cpus, cfg.run.object_store_mb):
-        i = 0
-        while i < len(stages):
-            s = stages[i]
-            prev = names[names.index(s.name) - 1] if names.index(s.name) else None
-            if s.kind == "read":
-                from curation.ingest_job import run_ingest
+    with run_lock(store.out):  # one writer per OUT, taken before anything is written there
+        init_run_folder(store, cfg, input_uri, stage, reconfigure)
+        fps = fingerprints(cfg, names)
+        emit = on_event or (lambda e: None)
+        with ray_session(cfg.run.address, cfg.run.num_cpus, cfg.run.object_store_mb):
+            i = 0
+            while i < len(stages):
+                s = stages[i]
+                prev = names[names.index(s.name) - 1] if names.index(s.name) else None
+                if s.kind == "read":
+                    from curation.ingest_job import run_ingest
 
-                run_ingest(s, store, input_uri, fps[s.name], emit)
-                i += 1
-            elif s.kind == "map":
-                j = i
-                while j < len(stages) and stages[j].kind == "map":
-                    j += 1
-                run_map_segment(stages[i:j], prev, store, cfg, fps, emit)
-                i = j
-            elif s.kind == "global":
-                run_global_stage(s, prev, store, cfg, fps, emit)
-                i += 1
-            else:
-                check_upstream_complete(store, prev)
-                s.run_write(store, prev, fps[s.name], emit)
-                i += 1
-    return write_ledger(store, names)
+                    run_ingest(s, store, input_uri, fps[s.name], emit)
+                    i += 1
+                elif s.kind == "map":
+                    j = i
+                    while j < len(stages) and stages[j].kind == "map":
+                        j += 1
+                    run_map_segment(stages[i:j], prev, store, cfg, fps, emit)
+                    i = j
+                elif s.kind == "global":
+                    run_global_stage(s, prev, store, cfg, fps, emit)
+                    i += 1
+                else:
+                    check_upstream_complete(store, prev)
+                    s.run_write(store, prev, fps[s.name], emit)
+                    i += 1
+        return write_ledger(store, names)
 
 
 def check_filters(cfg: Config, names: list[str]) -> None:
