@@ -32,6 +32,7 @@ from curation.filters import parse_rules
 from curation.io import fs
 from curation.manifests.ledger import write_ledger
 from curation.manifests.store import RunStore
+from curation.models.weights import resolve
 from curation.run_folder import check_upstream_complete, init_run_folder, load_plan
 from curation.run_lock import run_lock
 from curation.segment_io import load_task, write_task
@@ -78,6 +79,8 @@ def run_pipeline(cfg: Config, input_uri: str, output_uri: str, stage: str | None
             raise ConfigError(f"stage {stage!r} is not in run.stages ({', '.join(names)})")
     stages = [get_stage(n)(cfg) for n in selected]
     check_filters(cfg, names)
+    # One error naming every missing weight file of the run, not one stage's at a time.
+    resolve([w for s in stages if hasattr(s, "weight_files") for w in s.weight_files()])
     for s in stages:
         s.check()  # weights and config problems stop the run before any work
     store = RunStore(output_uri)
