@@ -154,19 +154,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else None
 
 
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML config file's top-level mapping (shared by `curate run` and `curate train`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    loaded = yaml.safe_load(p.read_text())  # safe_load: a config never constructs objects
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    return loaded or {}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file, then each `key=value` override, validated against the registry."""
     from curation.stages import registry
 
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        loaded = yaml.safe_load(p.read_text())  # safe_load: a config never constructs objects
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
-        tree.update(loaded or {})
+    tree: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
     for text in overrides:
         key, value = parse_override(text)
         _set_path(tree, key, value)

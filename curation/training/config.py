@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from curation.config import ConfigError, build_dataclass, parse_override
+from curation.config import ConfigError, build_dataclass, parse_override, read_yaml_mapping
 
 
 @dataclass
@@ -166,15 +166,7 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def load_tree(path: str | Path | None = None, overrides=(), **fields: Any) -> dict[str, Any]:
     """Defaults-free config tree: the YAML file, then `fields` (`data__data=...` style keys from CLI
     flags, None skipped), then each `--set key=value`."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        loaded = yaml.safe_load(p.read_text())  # safe_load: a config never constructs objects
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
-        tree = loaded or {}
+    tree: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
     for dotted, value in fields.items():
         if value is not None:
             _set_dotted(tree, dotted.replace("__", "."), value)
