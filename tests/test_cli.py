@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from run_helpers import base_overrides
+
 from curation.config import load_config
 from curation.pipeline import run_pipeline
 
@@ -14,7 +14,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def curate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "curation.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "curation.cli", *args], capture_output=True, text=True, timeout=120,
+                          check=False)
 
 
 def test_stages_lists_the_registry_in_dag_order():
@@ -42,10 +43,17 @@ def test_status_json_matches_the_ledger(ray_local, sample_crawl, tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["run", "-i", "/nonexistent/crawl", "-o", "/tmp/x"], "input not found"),
+    (["run", "-i", "/nonexistent/crawl", "-o", "/tmp/x"], "input not found: /nonexistent/crawl; --input takes"),
+    (["run", "-i", "/nonexistent/out", "-o", "/tmp/x", "--stage", "filter"], "--input takes a run folder"),
     (["run", "-i", ".", "-o", "/tmp/x", "--set", "decod.min_side=3"], "did you mean 'decode'"),
-    (["run", "-i", ".", "-o", "/tmp/x", "--stage", "detekt"], "unknown stage"),
+    (["run", "-i", ".", "-o", "/tmp/x", "--set", "decode.min_sid=3"], "did you mean 'min_side'"),
+    (["run", "-i", ".", "-o", "/tmp/x", "--stage", "detekt"], "unknown stage 'detekt' (did you mean 'detect'?)"),
+    (["run", "-i", ".", "-o", "/tmp/x", "--set", "run.stages=[ingest,decod]"], "did you mean 'decode'"),
+    (["run", "-i", ".", "-o", "/tmp/x", "--config", "/nonexistent.yaml"], "config file not found"),
+    (["run", "-i", ".", "-o", "/tmp/x", "--set", "run.stages=[ingest,detect,shard]",
+      "--set", "detect.weights=/nonexistent/yolo.pt"], "/nonexistent/yolo.pt does not exist; fix the path"),
     (["status", "/nonexistent/out"], "not a run folder"),
+    (["report", "/nonexistent/out"], "not a run folder"),
     (["manifest", "verify", "/nonexistent/manifest.json"], "manifest not found"),
 ])
 def test_user_mistakes_are_one_line_without_traceback(args, needle):
@@ -53,3 +61,42 @@ def test_user_mistakes_are_one_line_without_traceback(args, needle):
     assert res.returncode == 2
     assert needle in res.stderr
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_missing_default_weights_name_the_file_and_how_to_stage_it(sample_crawl, tmp_path):
+    """A fresh offline node: no $CURATE_WEIGHTS, empty library caches."""
+    import os
+
+    crawl, _ = sample_crawl
+    env = {k: v for k, v in os.environ.items() if k != "CURATE_WEIGHTS"}
+    env.update(YOLO_CONFIG_DIR=str(tmp_path / "yolo"), HF_HOME=str(tmp_path / "hf"),
+               TORCH_HOME=str(tmp_path / "torch"), YOLO_OFFLINE="1", HF_HUB_OFFLINE="1")
+    res = subprocess.run([sys.executable, "-m", "curation.cli", "run", "-i", str(crawl), "-o", str(tmp_path / "out"),
+                          "--set", "run.stages=[ingest,decode,detect,shard]"], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path, env=env, check=False)
+    assert res.returncode == 2, res.stderr
+    assert "missing model weights" in res.stderr and "yolo11n.pt" in res.stderr
+    assert "curate weights fetch" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_output_from_another_config_is_refused_with_what_to_do(sample_crawl, tmp_path):
+    from curation.manifests.store import RunStore
+    from curation.run_folder import init_run_folder
+
+    crawl, _ = sample_crawl
+    out = tmp_path / "out"
+    # The run folder header exactly as `curate run` writes it before starting Ray.
+    init_run_folder(RunStore(str(out)), load_config(None, base_overrides()), str(crawl), None, False)
+    changed = [arg for o in base_overrides("decode.min_side=100") for arg in ("--set", o)]
+    res = curate("run", "-i", str(crawl), "-o", str(out), *changed)
+    assert res.returncode == 2
+    assert "written with a different config (changed: decode)" in res.stderr
+    assert "--reconfigure" in res.stderr and "new --output" in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback():
+    res = curate("--debug", "run", "-i", ".", "-o", "/tmp/x", "--set", "decod.min_side=3")
+    assert res.returncode != 0 and "Traceback" in res.stderr and "did you mean 'decode'" in res.stderr

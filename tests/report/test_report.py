@@ -96,7 +96,7 @@ def test_report_shows_the_resolved_config_and_code_version(report_html):
     out, index = report_html
     text = Path(index).read_text()
     run = json.loads((out / "run.json").read_text())
-    assert "min_aesthetic:" in text and "samples_per_shard: 20" in text
+    assert "min_height: 700" in text and "samples_per_shard: 20" in text
     assert run["code_version"] in text and run["config_hash"] in text
 
 
