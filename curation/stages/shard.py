@@ -107,7 +107,8 @@ class ShardStage(Stage):
                     store.write_done(self.name, r["tar"], rec)
                     done[r["tar"]] = rec
                     emit({"event": "shard_done", "stages": [self.name], "shard": r["tar"], "rows": r["samples"],
-                          "done": len(done), "total": len(tars), "seconds": time.perf_counter() - t0})
+                          "done": len(done), "total": len(tars), "seconds": time.perf_counter() - t0,
+                          "counts": {self.name: {"in": r["samples"], "kept": r["samples"], "rejects": {}}}})
         entries = [done[f"{i:06d}"] for i in range(len(tars))]
         write_manifest(store, entries, self.config, fingerprint, names)
 

@@ -54,9 +54,12 @@ def test_shard_events_add_up_to_the_ledger(report_run):
     ledger = json.loads((out / "ledger.json").read_text())
     for name, s in ledger["stages"].items():
         counts = [e["counts"][name] for e in events if e["event"] == "shard_done" and name in e["counts"]]
+        assert counts, name
         assert sum(c["in"] for c in counts) == s["in"], name
         assert sum(c["kept"] for c in counts) == s["kept"], name
         assert dict(sum((Counter(c["rejects"]) for c in counts), Counter())) == s["rejects"], name
+    shard = [e["counts"]["shard"] for e in events if e["event"] == "shard_done" and e["stages"] == ["shard"]]
+    assert sum(c["kept"] for c in shard) == ledger["shards"]["samples"]
     starts = [e["stages"] for e in events if e["event"] == "job_start"]
     assert starts == [["ingest"], ["decode", "embed", "quality", "filter"], ["phash"], ["cluster"], ["sample"]]
 
