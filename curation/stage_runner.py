@@ -66,21 +66,26 @@ class StageRunner:
         alive = set_column(alive, ERROR, pa.array(errors, pa.string()))
         return pa.concat_tables([alive, dead.select(alive.column_names)]) if dead.num_rows else alive
 
-    def _process_isolating(self, alive: pa.Table) -> tuple[dict[str, pa.Array], list, list]:
-        """Process rows; on an exception retry once, then bisect so only bad rows are rejected."""
+    def _process_isolating(self, alive: pa.Table, retry: bool = True) -> tuple[dict[str, pa.Array], list, list]:
+        """Process rows; on an exception retry the batch once (a transient fault costs no rows),
+        then bisect so only bad rows are rejected. Halves are not retried whole again (that
+        would double the work at every level); single rows are retried once."""
         try:
             return self._process(alive)
-        except Exception as first:  # noqa: BLE001 - any failure is isolated, recorded, never fatal
-            if alive.num_rows <= 1:
+        except Exception as exc:  # noqa: BLE001 - any failure is isolated, recorded, never fatal
+            error = exc
+            if retry or alive.num_rows <= 1:
                 try:
                     return self._process(alive)
                 except Exception as again:  # noqa: BLE001
-                    return self._failed(alive, again)
+                    if alive.num_rows <= 1:
+                        return self._failed(alive, again)
+                    error = again
             log.warning("stage %s failed on a batch of %d rows (%s); bisecting", self.stage.name,
-                        alive.num_rows, first)
+                        alive.num_rows, error)
             mid = alive.num_rows // 2
-            a = self._process_isolating(alive.slice(0, mid))
-            b = self._process_isolating(alive.slice(mid))
+            a = self._process_isolating(alive.slice(0, mid), retry=False)
+            b = self._process_isolating(alive.slice(mid), retry=False)
             cols = {c: _concat(a[0][c], b[0][c]) for c in self.stage.produces}
             return cols, a[1] + b[1], a[2] + b[2]
 
