@@ -76,7 +76,7 @@ def _dir_bytes(root: Path) -> int:
 
 
 def sample(proc: psutil.Process, tmp: Path) -> dict:
-    out = {"t": time.monotonic(), "driver": 0, "workers": {}, "tree": 0, "spilled": _dir_bytes(tmp)}
+    out = {"t": time.monotonic(), "driver": 0, "workers": {}, "tree": 0, "tree_anon": 0, "spilled": _dir_bytes(tmp)}
     try:
         out["driver"] = proc.memory_info().rss
         procs = [proc, *proc.children(recursive=True)]
@@ -84,12 +84,16 @@ def sample(proc: psutil.Process, tmp: Path) -> dict:
         return out
     for p in procs:
         try:
-            rss, title = p.memory_info().rss, " ".join(p.cmdline()[:1])
+            mem, title = p.memory_info(), " ".join(p.cmdline()[:1])
+            # anon = RSS minus file-backed and shared pages: a worker's own heap. Plain RSS also
+            # counts the object-store (/dev/shm) pages the worker has touched.
+            rss, anon = mem.rss, mem.rss - mem.shared
         except psutil.Error:
             continue
         out["tree"] += rss
+        out["tree_anon"] = out.get("tree_anon", 0) + anon
         if title.startswith("ray::"):
-            out["workers"][p.pid] = (title, rss)
+            out["workers"][p.pid] = (title, rss, anon)
     return out
 
 
@@ -127,14 +131,16 @@ def summarize(rows: int, r: dict) -> dict:
     half = len(s) // 2
     worker_peak: dict[int, int] = {}
     for x in s:
-        for pid, (_, rss) in x["workers"].items():
+        for pid, (_, rss, _) in x["workers"].items():
             worker_peak[pid] = max(worker_peak.get(pid, 0), rss)
 
     def peak(key, part):
         return max((x[key] for x in part), default=0) / 2**20
 
-    def wpeak(part):
-        return max((rss for x in part for _, rss in x["workers"].values()), default=0) / 2**20
+    def wpeak(part, i=1):
+        return max((w[i] for x in part for w in x["workers"].values()), default=0) / 2**20
+
+    top = max(((w[2], w[0]) for x in s for w in x["workers"].values()), default=(0, ""))
 
     return {
         "rows": rows, "seconds": round(r["seconds"], 1), "rows_per_s": round(rows / r["seconds"], 1),
@@ -143,7 +149,9 @@ def summarize(rows: int, r: dict) -> dict:
         "tree_peak_mib": round(peak("tree", s)), "workers_seen": len(worker_peak),
         "driver_first_half_mib": round(peak("driver", s[:half])), "driver_second_half_mib": round(peak("driver", s[half:])),
         "worker_first_half_mib": round(wpeak(s[:half])), "worker_second_half_mib": round(wpeak(s[half:])),
-        "spilled_peak_mib": round(peak("spilled", s), 1),
+        "worker_anon_peak_mib": round(wpeak(s, 2)), "worker_anon_first_half_mib": round(wpeak(s[:half], 2)),
+        "worker_anon_second_half_mib": round(wpeak(s[half:], 2)), "largest_anon_worker": top[1][:80],
+        "tree_anon_peak_mib": round(peak("tree_anon", s)), "spilled_peak_mib": round(peak("spilled", s), 1),
     }
 
 
@@ -181,7 +189,8 @@ def main() -> None:
         a, b = results[0], results[-1]
         print(f"peak RSS ratio {b['rows']}/{a['rows']} rows: driver {b['driver_peak_mib'] / a['driver_peak_mib']:.2f}, "
               f"largest worker {b['worker_peak_mib'] / a['worker_peak_mib']:.2f}, "
-              f"tree {b['tree_peak_mib'] / a['tree_peak_mib']:.2f}")
+              f"tree {b['tree_peak_mib'] / a['tree_peak_mib']:.2f}; anon: largest worker "
+              f"{b['worker_anon_peak_mib'] / a['worker_anon_peak_mib']:.2f}, tree {b['tree_anon_peak_mib'] / a['tree_anon_peak_mib']:.2f}")
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
