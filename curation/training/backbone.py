@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from curation.training.init import init_weights
-from curation.training.layers import Block, Rope2D
+from curation.training.layers import Block, RMSNorm, Rope2D
 from curation.training.window_stage import WindowStage
 
 
@@ -90,7 +90,7 @@ class Sapiens2ViT(nn.Module):
                 for i in range(depth)
             ]
         )
-        self.norm = nn.RMSNorm(dim, eps=1e-6)
+        self.norm = RMSNorm(dim, eps=1e-6)
         self.grad_checkpointing = False
         init_weights(self)
 

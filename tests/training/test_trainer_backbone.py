@@ -91,3 +91,32 @@ def test_rope_rotates_grid_tokens_by_position_and_leaves_prefix_alone():
     r = apply_rope(x, rotation)[0, 0, 2:].view(4, 4, 16)
     assert torch.allclose(r[0, 0] @ r[0, 1], r[2, 2] @ r[2, 3], atol=1e-4)
     assert not torch.allclose(r[0, 0] @ r[0, 1], r[0, 0] @ r[0, 3], atol=1e-3)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_fused_cpu_kernels_match_the_plain_ops(kv_heads):
+    """The hand-fused CPU autograd functions (RMSNorm, QK-norm + RoPE, SwiGLU) and SDPA's GQA path
+    give the plain-op results and gradients, with and without MAE's per-image `keep` rotations."""
+    from curation.training.layers import Block, fused_cpu_kernels
+
+    torch.manual_seed(0)
+    blk = Block(64, 4, kv_heads)
+    for p in blk.parameters():  # away from the init (unit gains, 1e-4 LayerScale) to test every term
+        torch.nn.init.uniform_(p, 0.5, 1.5) if p.ndim == 1 else torch.nn.init.normal_(p, std=0.3)
+    rope = Rope2D(16)
+    x0, g = torch.randn(2, 2 + 12, 64), torch.randn(2, 2 + 12, 64)
+    keep = torch.tensor([[0, 3, 5, 6, 7, 8, 1, 2, 4, 9, 10, 11], [11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0]])
+    for rotation in (rope(3, 4, num_prefix=2), rope(3, 4, num_prefix=2, keep=keep)):
+        results = []
+        for fused in (False, True):
+            with fused_cpu_kernels(fused):
+                x = x0.clone().requires_grad_()
+                y = blk(x, rotation)
+                y.backward(g)
+                results.append([y, x.grad] + [p.grad.clone() for p in blk.parameters()])
+                blk.zero_grad(set_to_none=True)
+                with torch.no_grad():  # the plain-op forward used without autograd (and by jit.trace)
+                    assert torch.allclose(blk(x0, rotation), y, rtol=1e-4, atol=1e-4)
+        for ref, got in zip(*results):  # fp32 rounding only: relative to each tensor's scale
+            err = ((got - ref).abs().max() / ref.abs().max()).item()
+            assert err < 1e-5, err

@@ -4,6 +4,16 @@ from curation.training.layers.attention import Attention
 from curation.training.layers.block import Block
 from curation.training.layers.ffn import SwiGLUFFN
 from curation.training.layers.layer_scale import LayerScale
+from curation.training.layers.norm import RMSNorm, fused_cpu_kernels
 from curation.training.layers.rope import Rope2D, apply_rope
 
-__all__ = ["Attention", "Block", "LayerScale", "Rope2D", "SwiGLUFFN", "apply_rope"]
+__all__ = [
+    "Attention",
+    "Block",
+    "LayerScale",
+    "RMSNorm",
+    "Rope2D",
+    "SwiGLUFFN",
+    "apply_rope",
+    "fused_cpu_kernels",
+]
