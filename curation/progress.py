@@ -126,12 +126,14 @@ class LineProgress(RunProgress):
 
 
 class LiveProgress(RunProgress):
-    """A terminal: one table row per stage, redrawn in place. Use as a context manager."""
+    """A terminal: one table row per stage, redrawn in place. Use as a context manager.
+
+    Transient: when the run ends the live table gives way to the final status table."""
 
     def __init__(self, console: Console):
         super().__init__()
         self.console = console
-        self.live = Live(self.render(), console=console, refresh_per_second=4, transient=False)
+        self.live = Live(self.render(), console=console, refresh_per_second=4, transient=True)
 
     def __enter__(self) -> LiveProgress:  # noqa: PYI034 - final class in practice
         self.live.__enter__()

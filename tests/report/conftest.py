@@ -17,16 +17,24 @@ OVERRIDES = [STAGES, "embed.weights=random", "quality.weights=random", "filters.
 
 @pytest.fixture(scope="session")
 def report_run(ray_local, sample_crawl, tmp_path_factory):
-    """(run folder, the events on_event saw, the run's summary, its config)."""
+    """(run folder, the events on_event saw, the run's summary, its config, the report's HTML
+    written when only ingest had run)."""
+    from pathlib import Path
+
     from curation.config import load_config
     from curation.pipeline import run_pipeline
+    from curation.report.build import build_report
 
     crawl, _ = sample_crawl
     out = tmp_path_factory.mktemp("report-run") / "out"
     events: list[dict] = []
     cfg = load_config(None, OVERRIDES)
+    # First `--stage ingest` alone, as after a crash: the report of an unfinished run is checked too,
+    # and the full run below goes on from there without redoing ingest.
+    run_pipeline(cfg, str(crawl), str(out), stage="ingest", on_event=events.append)
+    partial = Path(build_report(str(out), str(out.parent / "partial-report"))).read_text()
     summary = run_pipeline(cfg, str(crawl), str(out), on_event=events.append)
-    return out, events, summary, cfg
+    return out, events, summary, cfg, partial
 
 
 @pytest.fixture(scope="session")

@@ -110,3 +110,17 @@ def test_report_command_writes_beside_the_run_and_refuses_a_non_run(report_run, 
     res = subprocess.run([sys.executable, "-m", "curation.cli", "report", str(tmp_path)],
                          capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 2 and "not a run folder" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_report_of_an_unfinished_run_marks_what_is_missing(report_run):
+    """Only ingest had run (a crash, or `--stage ingest`): the report still builds, says so, and
+    shows no plot for columns no stage has written yet."""
+    text = report_run[4]
+    assert "run incomplete: some stages have shards left" in text
+    assert "aesthetic score: not computed in this run" in text
+    assert "cluster sizes: not computed in this run" in text
+    assert "Kept <small>(24 of 97 kept images" in text  # everything ingest read is kept so far
+    page = Page(text)
+    assert len(page.tiles) == 24  # the one gallery there is: kept rows (broken files included, as text tiles)
+    thumbs = [i for i in page.imgs if i["src"].startswith("data:image/jpeg")]
+    assert len(thumbs) + text.count('<div class="noimg">') == 24 and len(thumbs) >= 18

@@ -50,7 +50,7 @@ def test_status_table_shows_every_stage_with_rejects_and_throughput(report_run):
 def test_shard_events_add_up_to_the_ledger(report_run):
     """Per stage, the counts carried by `shard_done` events sum to the ledger: the live display
     shows the numbers the run folder ends up with."""
-    out, events, _, _ = report_run
+    out, events = report_run[:2]
     ledger = json.loads((out / "ledger.json").read_text())
     for name, s in ledger["stages"].items():
         counts = [e["counts"][name] for e in events if e["event"] == "shard_done" and name in e["counts"]]
