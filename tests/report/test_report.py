@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -100,13 +101,20 @@ def test_report_shows_the_resolved_config_and_code_version(report_html):
     assert run["code_version"] in text and run["config_hash"] in text
 
 
-def test_report_command_writes_beside_the_run_and_refuses_a_non_run(report_run, tmp_path):
+def test_report_command_writes_opens_and_refuses_a_non_run(report_run, tmp_path):
     out = report_run[0]
     target = tmp_path / "rep"
-    res = subprocess.run([sys.executable, "-m", "curation.cli", "report", str(out), "--out", str(target)],
-                         capture_output=True, text=True, timeout=120, check=False)
+    # --open goes through Python's webbrowser, which runs $BROWSER first: a script that notes the URL.
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    browser.chmod(0o755)
+    env = {**os.environ, "BROWSER": str(browser)}
+    res = subprocess.run([sys.executable, "-m", "curation.cli", "report", str(out), "--out", str(target), "--open"],
+                         capture_output=True, text=True, timeout=120, check=False, env=env)
     assert res.returncode == 0, res.stderr
     assert (target / "index.html").stat().st_size > 10_000 and str(target / "index.html") in res.stdout
+    assert opened.read_text().strip() == (target / "index.html").resolve().as_uri()
     res = subprocess.run([sys.executable, "-m", "curation.cli", "report", str(tmp_path)],
                          capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 2 and "not a run folder" in res.stderr and "Traceback" not in res.stderr
