@@ -205,7 +205,7 @@ def run_map_job(stages: list[Stage], base: str, shards: list[str], store: RunSto
             common["num_gpus"] = p.num_gpus
         if s.stateful:
             ds = ds.map_batches(StageRunner, fn_constructor_args=args,
-                                compute=ActorPoolStrategy(min_size=1, max_size=p.pool_max), **common)
+                                compute=ActorPoolStrategy(min_size=p.pool_min, max_size=p.pool_max), **common)
         else:
             ds = ds.map_batches(run_stage_task, fn_args=args, **common)
     ds = ds.map_batches(write_task, batch_size=None, batch_format="pyarrow", num_cpus=0.25,

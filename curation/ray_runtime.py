@@ -9,6 +9,7 @@ threads follow the CPUs it was given.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,10 +60,11 @@ LOADER_WRITER_OPS = 2  # the runner's load_task and write_task around every fuse
 
 @dataclass(frozen=True)
 class Placement:
-    num_cpus: float
+    num_cpus: float  # logical CPUs per actor (or task): a scheduling budget, not a thread count
     num_gpus: float
-    threads: int
-    pool_max: int
+    threads: int  # intra-op threads the stage's model library gets
+    pool_max: int  # actors in the pool (1 for task stages)
+    pool_min: int = 1  # actors started up front
 
 
 def cluster_totals() -> tuple[float, float]:
@@ -72,10 +74,39 @@ def cluster_totals() -> tuple[float, float]:
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
 
 
+def _cpu_pools(stages: list[Any], cpus: float) -> dict[str, int]:
+    """Actors per CPU-bound stateful stage, in proportion to its per-image cost.
+
+    Every actor of a fused segment works on a different batch at once, so the segment runs as
+    fast as its slowest pool. A pool of one single-threaded actor per stage capped the DAG at
+    its costliest stage (PP-OCRv4 `text`, ~60% of the per-image CPU on 2 cores: 0.82 of what
+    the cores could do). A stage with share `c` of the cost needs `c * cpus` cores' worth of
+    actors to keep pace; rounding up (less a little, so 2.05 stays 2) lets the costliest stage
+    use every core while the cheap stages have nothing queued. Stages without a `cost` hint
+    count as the mean of those with one (all equal when none has one).
+    """
+    known = [s.effective_resources().cost for s in stages if s.effective_resources().cost]
+    default = sum(known) / len(known) if known else 1.0
+    cost = {s.name: (s.effective_resources().cost or default) for s in stages}
+    total = sum(cost.values()) or 1.0
+    out = {}
+    for s in stages:
+        r = s.effective_resources()
+        threads = max(1.0, r.num_cpus)  # a stage asking for 4 CPUs runs 4 threads per actor
+        want = cpus * cost[s.name] / total / threads
+        out[s.name] = max(1, min(r.concurrency or 10**6, math.ceil(want - 0.1)))
+    return out
+
+
 def place(stages: list[Any]) -> dict[str, Placement]:
     """Resources for each map stage of one fused segment, sized to the cluster.
 
-    Actor pools hold their CPUs for the whole job, so together they get at most `total - 1`.
+    Actor pools hold their CPUs for the whole job, so together they get at most `total - 1`
+    logical CPUs. How many actors each CPU stage gets follows its relative cost
+    (`Resources.cost`, see `_cpu_pools`); the logical budget is then split over all actors, so a
+    2-core machine runs 6 single-threaded actors at 1/6 CPU each (the OS shares the two cores
+    among whichever have work). GPU stages are sized by their GPU fraction as before.
+
     What is left is shared by every task operator of the job: the runner's load and write tasks
     (LOADER_WRITER_OPS) and the task stages. A task stage asking for a whole CPU beside five
     actor pools on 2 cores left load and write nothing, and Ray Data waited forever: a task stage
@@ -84,17 +115,27 @@ def place(stages: list[Any]) -> dict[str, Placement]:
     """
     cpus, gpus = cluster_totals()
     stateful = [s for s in stages if s.stateful]
-    share = max(0.1, (cpus - 1.0) / max(1, len(stateful)))
+    budget = max(cpus - 1.0, 0.1 * len(stateful))
     out: dict[str, Placement] = {}
-    for s in stateful:
+    on_gpu = [s for s in stateful if s.uses_gpu and gpus > 0 and s.effective_resources().num_gpus > 0]
+    for s in on_gpu:
         r = s.effective_resources()
-        want_gpu = r.num_gpus if (s.uses_gpu and gpus > 0) else 0.0
-        num_cpus = min(r.num_cpus, share) if want_gpu == 0 else min(r.num_cpus, 1.0)
-        per_actor = want_gpu if want_gpu > 0 else num_cpus
-        capacity = (gpus / per_actor) if want_gpu > 0 else max(1.0, (cpus - 1.0) / max(per_actor, 1e-6))
-        pool_max = max(1, min(r.concurrency or 10**6, int(capacity) // max(1, len(stateful))))
-        threads = max(1, int(round(r.num_cpus if want_gpu else max(num_cpus, 1.0))))
-        out[s.name] = Placement(num_cpus=num_cpus, num_gpus=want_gpu, threads=threads, pool_max=pool_max)
+        capacity = gpus / r.num_gpus
+        pool = max(1, min(r.concurrency or 10**6, int(capacity) // max(1, len(stateful))))
+        out[s.name] = Placement(num_cpus=min(r.num_cpus, 1.0), num_gpus=r.num_gpus,
+                                threads=max(1, round(r.num_cpus)), pool_max=pool)
+    on_cpu = [s for s in stateful if s not in on_gpu]
+    if on_cpu:
+        left = max(budget - sum(p.num_cpus * p.pool_max for p in out.values()), 0.1 * len(on_cpu))
+        pools = _cpu_pools(on_cpu, cpus)
+        threads = {s.name: max(1, round(s.effective_resources().num_cpus)) for s in on_cpu}
+        per_thread = left / sum(pools[n] * threads[n] for n in pools)
+        for s in on_cpu:
+            num_cpus = min(s.effective_resources().num_cpus, per_thread * threads[s.name])
+            # Whole pools up front: they are sized to the work, and an actor the autoscaler adds
+            # later pays its model start-up in the middle of the job.
+            out[s.name] = Placement(num_cpus=math.floor(num_cpus * 1e4) / 1e4, num_gpus=0.0, threads=threads[s.name],
+                                    pool_max=pools[s.name], pool_min=pools[s.name])
     held = sum(p.num_cpus * p.pool_max for p in out.values())
     free = max(cpus - held, 0.5)
     tasks = [s for s in stages if not s.stateful]

@@ -18,10 +18,9 @@ import pyarrow.compute as pc
 from curation.arrowutil import null_column, set_column, to_array
 from curation.config import Config
 from curation.filters import FilterRule, apply_rules
-from curation.schema import REJECT, REJECT_STAGE
+from curation.schema import ERROR, REJECT, REJECT_STAGE
 
 log = logging.getLogger(__name__)
-from curation.schema import ERROR
 
 
 class StageRunner:
@@ -32,6 +31,7 @@ class StageRunner:
         self._set_threads(num_threads)
         self.stage.setup()
         self.seconds = 0.0
+        self.drop = _unneeded_after(self.stage.name, config)
 
     @staticmethod
     def _set_threads(n: int) -> None:
@@ -47,9 +47,13 @@ class StageRunner:
             table = table.append_column(REJECT_STAGE, null_column(REJECT_STAGE, table.num_rows))
         if ERROR not in table.column_names:
             table = table.append_column(ERROR, pa.nulls(table.num_rows, pa.string()))
-        alive_mask = pc.is_null(table.column(REJECT))
-        alive = table.filter(alive_mask)
-        dead = table.filter(pc.invert(alive_mask))
+        drop = [c for c in table.column_names if c in self.drop]
+        if table.column(REJECT).null_count == table.num_rows:  # the usual batch: nothing rejected yet
+            alive, dead = table, table.slice(0, 0)
+        else:
+            alive_mask = pc.is_null(table.column(REJECT))
+            alive = table.filter(alive_mask)
+            dead = table.filter(pc.invert(alive_mask))
         t0 = time.perf_counter()
         cols, rejects, errors = self._process_isolating(alive)
         self.seconds += time.perf_counter() - t0
@@ -64,7 +68,11 @@ class StageRunner:
         stage_col = pc.if_else(pc.is_null(reject_arr), pa.scalar(None, pa.string()), pa.scalar(name))
         alive = set_column(alive, REJECT_STAGE, stage_col)
         alive = set_column(alive, ERROR, pa.array(errors, pa.string()))
-        return pa.concat_tables([alive, dead.select(alive.column_names)]) if dead.num_rows else alive
+        out = pa.concat_tables([alive, dead.select(alive.column_names)]) if dead.num_rows else alive
+        # Columns loaded from outside the map stages (the image bytes, ~100 KB-1 MB a row) that no
+        # later stage of the fused segment reads would only ride through the object store to the
+        # writer, which never writes them.
+        return out.drop_columns(drop) if drop else out
 
     def _process_isolating(self, alive: pa.Table, retry: bool = True) -> tuple[dict[str, pa.Array], list, list]:
         """Process rows; on an exception retry the batch once (a transient fault costs no rows),
@@ -111,6 +119,25 @@ class StageRunner:
         cols = {c: null_column(c, n) for c in self.stage.produces}
         message = f"{type(exc).__name__}: {exc}"[:500]
         return cols, [f"error:{self.stage.name}"] * n, [message] * n
+
+
+def _unneeded_after(name: str, config: Config) -> frozenset[str]:
+    """Columns a batch can shed once stage `name` is done with it: produced outside the map
+    stages (by `ingest`; the writer stores only what the job's own stages produce) and read by no
+    later map stage of the same fused segment (global stages load their inputs afresh)."""
+    from curation.stages.registry import all_stages, get_stage
+
+    names = list(config.run.stages or all_stages())
+    if name not in names:
+        return frozenset()
+    needed: set[str] = set()
+    for later in names[names.index(name) + 1:]:
+        cls = get_stage(later)
+        if cls.kind != "map":
+            break
+        needed.update(cls(config).required_columns())
+    outside = {c for cls in all_stages().values() if cls.kind != "map" for c in cls.produces}
+    return frozenset(outside - needed)
 
 
 def _concat(a: pa.Array, b: pa.Array) -> pa.Array:

@@ -41,3 +41,73 @@ def test_gpu_stages_take_gpu_fractions_and_leave_cpus_to_tasks(monkeypatch):
     placed = ray_runtime.place(stages)
     assert placed["detect"].num_gpus > 0 and placed["embed"].num_gpus > 0
     assert placed["decode"].num_cpus > 0
+
+
+@pytest.mark.parametrize("cpus", [2.0, 4.0, 16.0])
+def test_the_costliest_stage_gets_enough_actors_to_use_every_core(monkeypatch, cpus):
+    # One single-threaded actor per stage capped the DAG at its costliest stage (text, ~60% of
+    # the per-image CPU): it needs more than one core's worth of actors on any machine.
+    monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (cpus, 0.0))
+    stages = _stages(load_config(None, []))
+    placed = ray_runtime.place(stages)
+    stateful = [s for s in stages if s.stateful]
+    costs = {s.name: s.effective_resources().cost for s in stateful}
+    total = sum(costs.values())
+    for s in stateful:
+        p = placed[s.name]
+        assert p.pool_max >= 1 and p.pool_min == p.pool_max
+        # enough actors for its share of the cores, and never more than one actor beyond it
+        assert p.pool_max * p.threads >= cpus * costs[s.name] / total - 0.1
+        assert p.pool_max <= max(1, cpus * costs[s.name] / total + 1)
+    assert placed["text"].pool_max >= 2
+    assert placed["text"].pool_max >= max(placed[s.name].pool_max for s in stateful)
+
+
+def test_stages_without_a_cost_hint_get_equal_pools(monkeypatch):
+    monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (16.0, 0.0))
+    cfg = load_config(None, [])
+    stages = [get_stage(n)(cfg) for n in ("detect", "headpose", "embed")]
+    for s in stages:  # an instance attribute shadows the class's Resources
+        s.resources = ray_runtime_resources(s, cost=None)
+    placed = ray_runtime.place(stages)
+    assert len({placed[s.name].pool_max for s in stages}) == 1
+    assert sum(placed[s.name].num_cpus * placed[s.name].pool_max for s in stages) <= 15.0 + 1e-9
+
+
+def test_concurrency_caps_a_pool(monkeypatch):
+    monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (16.0, 0.0))
+    stages = _stages(load_config(None, ["text.concurrency=3"]))
+    placed = ray_runtime.place(stages)
+    assert placed["text"].pool_max == 3
+
+
+def ray_runtime_resources(stage, **changes):
+    from dataclasses import replace
+
+    return replace(stage.resources, **changes)
+
+
+def _jpeg_rows(n: int):
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, "JPEG")
+    return pa.table({"id": [f"r{i}" for i in range(n)], "input_shard": ["s0"] * n,
+                     "image": [buf.getvalue()] * n})
+
+
+@pytest.mark.parametrize(("dag", "kept"), [
+    ("run.stages=[ingest,decode,filter,shard]", False),  # nothing after decode reads the bytes
+    ("run.stages=[ingest,decode,detect,filter,shard]", True),  # detect still needs them
+])
+def test_the_runner_sheds_image_bytes_after_their_last_reader(dag, kept):
+    # The writer stores only the job's own columns; the bytes would only ride the object store.
+    from curation.stage_runner import StageRunner
+
+    cfg = load_config(None, [dag, "decode.min_side=1"])
+    out = StageRunner(get_stage("decode"), cfg, [], 1)(_jpeg_rows(3))
+    assert ("image" in out.column_names) is kept
+    assert out.column("width").to_pylist() == [64] * 3 and out.column("reject").to_pylist() == [None] * 3

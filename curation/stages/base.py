@@ -28,6 +28,10 @@ class Resources:
     num_gpus: float = 0.0
     batch_size: int = 64
     concurrency: int | None = None  # max actors of a stateful stage; None = as many as fit
+    # Relative CPU cost per image (seconds on one core, as measured by bench_model_stages.py).
+    # Only ratios matter: place() sizes the actor pools of a fused segment in proportion, so the
+    # costliest stage gets the most actors. None = unknown (the mean of the stages that say).
+    cost: float | None = None
 
 
 class Stage:
@@ -64,6 +68,7 @@ class Stage:
             num_gpus=r.num_gpus if c.num_gpus is None else c.num_gpus,
             batch_size=r.batch_size if c.batch_size is None else c.batch_size,
             concurrency=r.concurrency if c.concurrency is None else c.concurrency,
+            cost=r.cost,
         )
 
     def check(self) -> None:

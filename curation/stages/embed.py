@@ -38,7 +38,7 @@ class EmbedStage(Stage):
     requires = ("image", "width", "height")
     produces = ("clip",)
     rejects = ("error:embed",)
-    resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=32)
+    resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=32, cost=0.11)
     stateful = True
     uses_gpu = True
     Config = EmbedConfig

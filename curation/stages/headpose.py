@@ -45,7 +45,7 @@ class HeadposeStage(Stage):
     requires = ("image", "width", "height", "person_boxes")
     produces = ("head_yaw", "head_pitch", "head_roll", "head_found")
     rejects = ("error:headpose",)
-    resources = Resources(num_cpus=1.0, num_gpus=0.1, batch_size=16)
+    resources = Resources(num_cpus=1.0, num_gpus=0.1, batch_size=16, cost=0.13)
     stateful = True
     uses_gpu = True
     Config = HeadposeConfig

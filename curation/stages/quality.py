@@ -40,7 +40,7 @@ class QualityStage(Stage):
     produces = ("aesthetic", "realism")
     rejects = ("error:quality",)
     # Two tiny matrix products per row: a CPU stage even on GPU nodes.
-    resources = Resources(num_cpus=0.5, num_gpus=0.0, batch_size=256)
+    resources = Resources(num_cpus=0.5, num_gpus=0.0, batch_size=256, cost=0.001)
     stateful = True
     uses_gpu = False
     Config = QualityConfig
