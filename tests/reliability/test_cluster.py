@@ -10,18 +10,20 @@ import time
 import pytest
 from run_helpers import base_overrides
 
-from .procs import TwoNodeCluster, busy_sessions, curate, env, run_args
+from curation.config import load_config
+from curation.pipeline import run_pipeline
+
+from .procs import TwoNodeCluster, busy_sessions, env, run_args
 from .samples import read_samples
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
 
-def test_two_node_cluster_run_equals_local_run(sample_crawl, tmp_path):
+def test_two_node_cluster_run_equals_local_run(ray_local, sample_crawl, tmp_path):
     crawl, info = sample_crawl
     sets = base_overrides("ingest.shard_size=8", "shard.samples_per_shard=30")
     local = tmp_path / "local"
-    r = curate(*run_args(str(crawl), str(local), [*sets, "run.num_cpus=2"]))
-    assert r.returncode == 0, r.stderr[-2000:]
+    run_pipeline(load_config(None, sets), str(crawl), str(local))  # the reference: the session's local Ray
 
     remote = tmp_path / "cluster"
     with TwoNodeCluster() as cluster:

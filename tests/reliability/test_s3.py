@@ -21,7 +21,7 @@ from curation.run_lock import RunLocked, run_lock
 from .procs import curate, run_args
 from .samples import read_samples
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 from .procs import env, kill_session, run_args
 from .samples import read_samples
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
 
 SETS = ["run.stages=[ingest,decode,detect,filter,shard]", "filters.min_person_short_side=null",
         "detect.weights=random", "detect.imgsz=320", "detect.batch_size=2", "ingest.shard_size=4",
