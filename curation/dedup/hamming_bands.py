@@ -84,6 +84,25 @@ def _bit_runs(layout: BandLayout, table: int) -> list[tuple[int, int]]:
     return [(sh, w) for sh, w in runs]
 
 
+def first_table_masks(layout: BandLayout, table: int) -> list[int]:
+    """Bit masks of the blocks a pair must *differ* on for `table` to be the first table (in
+    layout order) whose key the pair shares: the blocks before the table's last block that are
+    not in it. A pair agreeing on blocks A shares the key of every (B-d)-subset of A; keeping it
+    only in the first one, A's B-d smallest blocks, reports each pair once instead of up to
+    C(|A|, B-d) times (identical hashes: only in table 0, where they all share a bucket)."""
+    blocks = layout.tables[table]
+    return [((1 << w) - 1) << sh for j, (sh, w) in enumerate(layout.blocks)
+            if j < blocks[-1] and j not in blocks]
+
+
+def in_first_table(x: np.ndarray, masks: list[int]) -> np.ndarray:
+    """Which XORs of pairs (h_a ^ h_b) differ on every mask of `first_table_masks`."""
+    keep = np.ones(len(x), dtype=bool)
+    for m in masks:
+        keep &= (x & np.uint64(m)) != 0
+    return keep
+
+
 def table_keys(hashes: np.ndarray, layout: BandLayout, table: int) -> np.ndarray:
     """Bucket keys of every hash in one table: the table id above `key_bits`, then the chosen
     blocks' bits. Keys of different tables never collide, so rows of many tables can share one
@@ -100,35 +119,23 @@ def table_keys(hashes: np.ndarray, layout: BandLayout, table: int) -> np.ndarray
     return key
 
 
-def packed_table(hashes: np.ndarray, layout: BandLayout, table: int, idx_bits: int,
-                 out: np.ndarray) -> np.ndarray:
-    """(table key << idx_bits) | row, for every row, into `out`.
-
-    Packing (key, row) into one uint64 lets numpy's SIMD sort run on plain integers (10M rows
-    sort in ~0.2 s here against ~1.3 s for an argsort of the keys). Built a cache-sized chunk at a
-    time: at 10M rows every whole-array temporary is 80 MB, and those passes through main memory,
-    not the sort, made the 10M run 20x slower than the 1M one.
-    """
-    h = np.asarray(hashes, dtype=np.uint64)
-    for start in range(0, len(h), CHUNK):
-        key = table_keys(h[start:start + CHUNK], layout, table)
-        np.left_shift(key, np.uint64(idx_bits), out=key)
-        np.bitwise_or(key, np.arange(start, start + len(key), dtype=np.uint64), out=key)
-        out[start:start + len(key)] = key
-    return out
-
-
 def pairs_in_sorted(packed: np.ndarray, idx_bits: int, hashes: np.ndarray, max_distance: int
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Verified pairs among rows of equal key, from sorted packed (key, row) values."""
+    """Verified pairs among rows of equal key, from sorted packed (key, row) values (packing
+    (key, row) into one uint64 lets numpy's SIMD sort run on plain integers: ~8x faster than an
+    argsort of the keys)."""
     n = len(packed)
     same = []
-    for start in range(0, max(n - 1, 0), CHUNK):  # chunked for the cache, as in packed_table
+    for start in range(0, max(n - 1, 0), CHUNK):  # chunked: no 80 MB temporaries at 10M rows
         seg = np.right_shift(packed[start:start + CHUNK + 1], np.uint64(idx_bits))
         same.append(np.flatnonzero(seg[1:] == seg[:-1]) + start)
     if not same or not sum(len(x) for x in same):
         return _EMPTY, _EMPTY
-    pos = _rows_in_runs(np.concatenate(same))  # rows sharing their bucket: usually a tiny fraction
+    same = np.concatenate(same)
+    s = BIG_BUCKET - 1  # a run above BIG_BUCKET rows has BIG_BUCKET - 1 consecutive `same`
+    if len(same) < s or not (same[s:] - same[:-s] == s).any():
+        return _verify_adjacent(packed, same, idx_bits, hashes, max_distance)
+    pos = _rows_in_runs(same)  # rows sharing their bucket: usually a tiny fraction
     k = np.right_shift(packed[pos], np.uint64(idx_bits))
     rows = (packed[pos] & np.uint64((1 << idx_bits) - 1)).astype(np.int64)
     return _verify_runs(k, rows, hashes, max_distance)
@@ -156,6 +163,27 @@ def verified_pairs(keys: np.ndarray, hashes: np.ndarray, max_distance: int
         return _EMPTY, _EMPTY
     pos = _rows_in_runs(same)
     return _verify_runs(sorted_keys[pos], order[pos], hashes, max_distance)
+
+
+def _verify_adjacent(packed: np.ndarray, same: np.ndarray, idx_bits: int, hashes: np.ndarray,
+                     max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_verify_runs` for buckets of <= BIG_BUCKET rows, straight from the sorted packed values:
+    position p pairs with p + offset while the key holds. No compaction of the bucket rows
+    first: with random 27-bit keys most shared buckets hold 2 rows, and at 10M rows they are 7%
+    of all rows, so per-candidate overhead is what grew faster than n."""
+    shift, mask = np.uint64(idx_bits), np.uint64((1 << idx_bits) - 1)
+    out_a, out_b = [], []
+    active, offset = same, 1
+    while len(active):
+        ra = (packed[active] & mask).astype(np.int64)
+        rb = (packed[active + offset] & mask).astype(np.int64)
+        close = np.bitwise_count(hashes[ra] ^ hashes[rb]) <= max_distance
+        out_a.append(ra[close])
+        out_b.append(rb[close])
+        offset += 1
+        active = active[active + offset < len(packed)]
+        active = active[(packed[active + offset] >> shift) == (packed[active] >> shift)]
+    return np.concatenate(out_a), np.concatenate(out_b)
 
 
 def _verify_runs(k: np.ndarray, rows: np.ndarray, hashes: np.ndarray, max_distance: int
