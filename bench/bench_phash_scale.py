@@ -1,9 +1,12 @@
 """Scale of perceptual-hash near-duplicate grouping: 1M and 10M synthetic 64-bit hashes with
 planted near-duplicates, through the same algorithm the `phash` stage distributes
-(curation.dedup.near_duplicates: unique -> multi-index banding -> verified pairs -> components).
+(curation.dedup.near_duplicates: multi-index banding, regrouped by lead block into in-cache
+chunks -> verified pairs -> components).
 
-Prints seconds (wall, min over repeats, and CPU), peak RSS, the planted-pair recall and the
-10M/1M time ratio (target <= 12: near-linear). A benchmark prints figures; it asserts nothing.
+Sizes run interleaved in one process (repeat 1: 1M, 10M; repeat 2: 1M, 10M; ...). Prints every
+run with the load average around it (the build machine is shared), then per size the best wall
+and CPU seconds, the planted-pair recall and peak numpy memory, and the 10M/1M ratio of the best
+times (target <= 12: near-linear). A benchmark prints figures; it asserts nothing.
 
     python bench/bench_phash_scale.py                # 1M and 10M, 3 repeats
     python bench/bench_phash_scale.py --sizes 100000 1000000 --repeats 1
@@ -16,6 +19,7 @@ import os
 import platform
 import resource
 import time
+import tracemalloc
 
 import numpy as np
 
@@ -41,36 +45,63 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def timed(hashes: np.ndarray, max_distance: int) -> tuple[float, float, np.ndarray]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    labels = group_near_duplicates(hashes, max_distance)
+    return time.perf_counter() - t0, time.process_time() - c0, labels
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--max-distance", type=int, default=4)
     ap.add_argument("--dup-fraction", type=float, default=0.1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc run per size")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}; "
-          f"load average {os.getloadavg()[0]:.1f}")
-    walls = {}
+          f"load average {load():.1f}")
+    data = {n: planted(n, args.dup_fraction, args.max_distance) for n in args.sizes}
+    walls: dict[int, list[float]] = {n: [] for n in args.sizes}
+    cpus: dict[int, list[float]] = {n: [] for n in args.sizes}
+    loads: list[float] = []
+    labels = {}
+    # sizes interleaved within each repeat, so that a burst of load on this shared machine
+    # lands on both sizes rather than on one of them
+    for rep in range(args.repeats):
+        for n in args.sizes:
+            before = load()
+            wall, cpu, labels[n] = timed(data[n][0], args.max_distance)
+            walls[n].append(wall)
+            cpus[n].append(cpu)
+            loads += [before, load()]
+            print(f"  repeat {rep + 1} n={n:>11,d}  wall {wall:7.2f} s  cpu {cpu:7.2f} s  "
+                  f"load average {before:.1f} -> {load():.1f}", flush=True)
     for n in args.sizes:
-        hashes, source, copies = planted(n, args.dup_fraction, args.max_distance)
+        hashes, source, copies = data[n]
+        recall = float(np.mean(labels[n][copies] == labels[n][source]))
         blocks = choose_num_blocks(n, args.max_distance)
         tables = len(make_layout(args.max_distance, blocks).tables)
-        best_wall, best_cpu = float("inf"), float("inf")
-        for _ in range(args.repeats):
-            t0, c0 = time.perf_counter(), time.process_time()
-            labels = group_near_duplicates(hashes, args.max_distance)
-            best_wall = min(best_wall, time.perf_counter() - t0)
-            best_cpu = min(best_cpu, time.process_time() - c0)
-        recall = float(np.mean(labels[copies] == labels[source]))
-        n_groups = len(np.unique(labels))
-        walls[n] = best_wall
-        print(f"n={n:>11,d}  blocks={blocks} tables={tables}  wall {best_wall:7.2f} s  cpu {best_cpu:7.2f} s  "
-              f"({best_wall / n * 1e9:6.0f} ns/hash)  planted recall {recall:.4f}  groups {n_groups:,d}  "
-              f"peak RSS {peak_rss_mib():,.0f} MiB", flush=True)
-    sizes = sorted(walls)
-    if len(sizes) >= 2:
-        a, b = sizes[0], sizes[-1]
-        print(f"time ratio {b // a}x rows: {walls[b] / walls[a]:.2f} (target <= 12)")
+        peak = ""
+        if not args.no_memory:  # numpy reports its buffers to tracemalloc; untimed run
+            tracemalloc.start()
+            group_near_duplicates(hashes, args.max_distance)
+            peak = f"  peak numpy memory {tracemalloc.get_traced_memory()[1] / 2**20:,.0f} MiB"
+            tracemalloc.stop()
+        print(f"n={n:>11,d}  blocks={blocks} tables={tables}  best wall {min(walls[n]):7.2f} s "
+              f"(median {np.median(walls[n]):.2f})  best cpu {min(cpus[n]):7.2f} s  "
+              f"({min(walls[n]) / n * 1e9:6.0f} ns/hash)  planted recall {recall:.4f}  "
+              f"groups {len(np.unique(labels[n])):,d}{peak}", flush=True)
+    print(f"process peak RSS {peak_rss_mib():,.0f} MiB; load average during runs "
+          f"{min(loads):.1f}-{max(loads):.1f}")
+    if len(args.sizes) >= 2:
+        a, b = min(args.sizes), max(args.sizes)
+        print(f"time ratio {b // a}x rows: wall {min(walls[b]) / min(walls[a]):.2f} (best of "
+              f"{args.repeats}), cpu {min(cpus[b]) / min(cpus[a]):.2f} (target <= 12)")
 
 
 if __name__ == "__main__":

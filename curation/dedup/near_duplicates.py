@@ -8,9 +8,10 @@ work in the CPU cache, which is what makes 10M rows cost ~10x 1M rows rather tha
    shares the lead block's bits, so rows grouped by the lead block's value never need to meet
    rows of another value. There are only d+1 lead blocks (5 for d = 4), so rows are regrouped
    5 times instead of every one of the 35 tables sorting all n rows.
-2. Regrouping is a stable argsort of the lead block's value (<= 16 bits: numpy radix-sorts
-   those in O(n)) and one gather of the hashes into that order.
-3. The grouped rows are cut into chunks of ~CHUNK rows at value boundaries. Each chunk's hashes
+2. Regrouping is done per input block of BLOCK rows: a stable argsort of the lead block's value
+   (<= 16 bits: numpy radix-sorts those in O(n)) and a gather inside the block. A chunk is then
+   its groups' runs copied from every input block: sequential copies, no random reads over n.
+3. Chunks hold ~CHUNK rows and end at value boundaries. Each chunk's hashes
    (<= 1 MiB) stay in cache while every table of that lead block sorts its keys and verifies its
    candidates there. Before, each table sorted 80 MB at 10M rows and verified candidates by
    random reads into the 80 MB hash array: those two parts scaled 12x and 21x.

@@ -11,9 +11,22 @@ import pytest
 from scipy.sparse.csgraph import connected_components
 
 from curation.dedup.duplicate_graph import band_rows, partition_edges, resolve
-from curation.dedup.hamming_bands import choose_num_blocks, make_layout, table_keys, verified_pairs
+from curation.dedup.hamming_bands import (
+    BIG_BUCKET,
+    choose_num_blocks,
+    first_table_masks,
+    make_layout,
+    table_keys,
+    verified_pairs,
+)
 from curation.dedup.keep_policy import KeepPolicy, keepers
-from curation.dedup.near_duplicates import group_near_duplicates
+from curation.dedup.near_duplicates import (
+    chunk_cuts,
+    components_of_touched,
+    group_near_duplicates,
+    grouped_by_lead,
+    near_duplicate_pairs,
+)
 from curation.dedup.perceptual_hash import phash_many
 from curation.dedup.semantic import cluster_keepers, semdedup, similar_groups
 from curation.dedup.union_find import components, components_of_keys, star_edges
@@ -144,3 +157,60 @@ def test_rows_without_content_hash_are_never_exact_duplicates():
     bands = band_rows(t, layout, 1, attrs)
     assert bands.num_rows == 3 * len(layout.tables) + 1
     assert resolve(partition_edges(bands, 1, attrs), KeepPolicy(), attrs).num_rows == 0
+
+
+@pytest.mark.parametrize("d", [1, 4])
+def test_tiny_chunks_and_input_blocks_give_the_brute_force_pairs(d):
+    """Regrouping in input blocks of 97 rows and chunks of ~50 rows (chunk edges inside groups'
+    runs, groups bigger than a chunk) finds every pair within d once, and only those."""
+    h = planted_hashes(1200, 600, max_flips=d + 2, seed=10 + d)
+    h[:40] = h[0]  # 40 identical hashes: a bucket above BIG_BUCKET in every table
+    a, b = near_duplicate_pairs(h, d, d + 2, chunk=50, block=97)
+    pairs = {(min(x, y), max(x, y)) for x, y in zip(a.tolist(), b.tolist())}
+    assert len(pairs) == len(a)  # each pair once: only in the first table sharing its key
+    assert all(np.bitwise_count(h[x] ^ h[y]) <= d for x, y in pairs)
+    close = np.bitwise_count(h[:, None] ^ h[None, :]) <= d
+    assert same_partition(components(len(h), a, b), brute_force_labels(h, d))
+    assert (close.sum() - len(h)) // 2 >= len(pairs)  # identical rows come as a star, not a clique
+
+
+def test_grouped_by_lead_and_chunk_cuts():
+    rng = np.random.default_rng(1)
+    h = rng.integers(0, 2**64, 1000, dtype=np.uint64)
+    grouped, rows, counts = grouped_by_lead(h, 50, 14, block=300)  # bits 50..63, top 14
+    assert counts.shape == (4, 1 << 14) and counts.sum() == 1000
+    assert (h[rows] == grouped).all() and sorted(rows.tolist()) == list(range(1000))
+    for i in range(4):  # grouped by value inside each input block, rows in order within a value
+        part, part_rows = grouped[300 * i:300 * (i + 1)] >> np.uint64(50), rows[300 * i:300 * (i + 1)]
+        assert (np.diff(part.astype(np.int64)) >= 0).all()
+        assert (np.diff(part_rows)[np.diff(part.astype(np.int64)) == 0] > 0).all()
+    cuts = chunk_cuts(np.array([5, 0, 30, 2, 2, 2, 40, 1]), 10)
+    assert cuts[0] == 0 and cuts[-1] == 8 and (np.diff(cuts) > 0).all()
+    assert cuts.tolist() == [0, 3, 6, 7, 8]  # a group is never split; big groups stand alone
+
+
+def test_first_table_masks_pick_one_table_per_pair():
+    layout = make_layout(4, 7)
+    assert first_table_masks(layout, 0) == []  # table (0, 1, 2): identical hashes live here
+    rng = np.random.default_rng(2)
+    for x in rng.integers(0, 2**64, 200, dtype=np.uint64):
+        x = x & ~np.uint64(sum(((1 << w) - 1) << sh for sh, w in layout.blocks[:: 2]))
+        agree = [j for j, (sh, w) in enumerate(layout.blocks) if not (int(x) >> sh) & ((1 << w) - 1)]
+        firsts = [t for t, blocks in enumerate(layout.tables) if set(blocks) <= set(agree)
+                  and all(int(x) & m for m in first_table_masks(layout, t))]
+        assert [layout.tables[t] for t in firsts] == [tuple(agree[:3])]
+
+
+@pytest.mark.parametrize("size", [BIG_BUCKET - 1, BIG_BUCKET, BIG_BUCKET + 1])
+def test_buckets_around_big_bucket_size(size):
+    """Buckets up to BIG_BUCKET rows are verified straight from the sorted keys; bigger ones
+    collapse identical hashes first. Both give the brute-force groups."""
+    rng = np.random.default_rng(size)
+    h = np.uint64(77) ^ (np.uint64(1) << rng.integers(40, 64, size).astype(np.uint64))
+    h[: size // 3] = 77  # some identical, some 2 bits apart, all sharing the low-bit buckets
+    assert same_partition(group_near_duplicates(h, 1, 2), brute_force_labels(h, 1))
+
+
+def test_components_of_touched_matches_components():
+    a, b = np.array([9, 3, 7, 3]), np.array([4, 9, 1, 3])
+    assert components_of_touched(12, a, b).tolist() == components(12, a, b).tolist()
