@@ -91,6 +91,8 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, num_blocks: int 
     h = np.asarray(hashes, dtype=np.uint64)
     layout = make_layout(max_distance, num_blocks or choose_num_blocks(len(h), max_distance))
     found_a, found_b = [], []
+    if len(h) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     for lead, table_ids in lead_groups(layout).items():
         tables = [(t, first_table_masks(layout, t)) for t in table_ids]
         grouped, rows, counts = grouped_by_lead(h, *layout.blocks[lead], block=block)

@@ -211,6 +211,11 @@ def test_buckets_around_big_bucket_size(size):
     assert same_partition(group_near_duplicates(h, 1, 2), brute_force_labels(h, 1))
 
 
+def test_no_rows_and_one_row():
+    assert group_near_duplicates(np.zeros(0, np.uint64), 4).tolist() == []
+    assert group_near_duplicates(np.array([5], np.uint64), 4).tolist() == [0]
+
+
 def test_components_of_touched_matches_components():
     a, b = np.array([9, 3, 7, 3]), np.array([4, 9, 1, 3])
     assert components_of_touched(12, a, b).tolist() == components(12, a, b).tolist()
