@@ -9,6 +9,8 @@ Missing after that is a `ConfigError` raised from the stage's `check()`, before 
 every missing file and the command that stages it. `weights: random` is the only way to get a
 randomly initialised model, and `weights_record(config)` reports it for the run's manifest.
 
+Staging (`curate weights fetch|verify`) is curation/models/weight_staging.py.
+
 Offline: `CURATE_OFFLINE=1`, or the library's own flag (`YOLO_OFFLINE` for ultralytics,
 `HF_HUB_OFFLINE` for open_clip), or the download host not answering within 3 s.
 """
@@ -18,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ def write_index(directory: Path, files: dict[str, Any]) -> None:
     tmp.replace(directory / INDEX)  # atomic: an interrupted fetch never leaves a torn index
 
 
-def _locate(w: WeightFile, directory: Path) -> Path | None:
+def locate(w: WeightFile, directory: Path) -> Path | None:
     for name in (w.file, *w.alternatives):
         if (directory / name).is_file():
             return directory / name
@@ -263,63 +263,3 @@ def weights_record(config: Config) -> list[dict[str, Any]]:
             entry.update(path=str(hit.path), where=hit.where, sha256=digest)
         out.append(entry)
     return out
-
-
-def fetch(files: list[WeightFile], to: Path, echo=print) -> dict[str, Any]:
-    """Copy (downloading if needed) every file into `to`, with sha256 checksums in `to/index.json`."""
-    to.mkdir(parents=True, exist_ok=True)
-    index = read_index(to)
-    failed: list[tuple[WeightFile, str]] = []
-    for w in _unique(files):
-        if w.random or w.library == "package":
-            echo(f"{w.stage:10s} {w.file}: {'random (nothing to fetch)' if w.random else 'ships in its package'}")
-            continue
-        have = _locate(w, to)
-        if have is not None and index.get(have.name, {}).get("sha256") == sha256(have):
-            echo(f"{w.stage:10s} {have.name}: already staged")
-            continue
-        src = find(w)
-        if src is None or src.path.parent.resolve() == to.resolve():
-            try:
-                src = resolve([w])[w.file]  # downloads
-            except ConfigError:
-                failed.append((w, "offline" if offline(w) else "download failed"))
-                echo(f"{w.stage:10s} {w.file}: MISSING (cannot download)")
-                continue
-        name = w.file if src.path.suffix == Path(w.file).suffix else Path(w.file).stem + src.path.suffix
-        dest = to / name
-        shutil.copyfile(src.path, dest.with_suffix(dest.suffix + ".part"))
-        dest.with_suffix(dest.suffix + ".part").replace(dest)
-        index[name] = {"sha256": sha256(dest), "bytes": dest.stat().st_size, "stage": w.stage,
-                       "source": f"{w.library}:{w.ref}", "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                    time.gmtime())}
-        write_index(to, index)
-        echo(f"{w.stage:10s} {name}: staged from {src.where} ({index[name]['bytes']} bytes)")
-    if failed:  # every file was tried first, so one run tells the whole story
-        raise ConfigError(missing_message(failed))
-    return index
-
-
-def verify(files: list[WeightFile], directory: Path) -> list[tuple[str, str]]:
-    """(file, "ok" | problem) for every needed file and every index entry in `directory`."""
-    index = read_index(directory)
-    results: dict[str, str] = {}
-    for w in _unique(files):
-        if w.random or w.library == "package":
-            continue
-        hit = _locate(w, directory)
-        results[w.file if hit is None else hit.name] = "missing" if hit is None else "unchecked"
-    for name, entry in index.items():
-        p = directory / name
-        if not p.is_file():
-            results[name] = "missing"
-        else:
-            results[name] = "ok" if sha256(p) == entry.get("sha256") else "checksum mismatch"
-    return [(n, "not in index" if s == "unchecked" else s) for n, s in sorted(results.items())]
-
-
-def _unique(files: list[WeightFile]) -> list[WeightFile]:
-    seen: dict[str, WeightFile] = {}
-    for w in files:
-        seen.setdefault(w.file, w)
-    return list(seen.values())

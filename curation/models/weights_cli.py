@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from curation.config import ConfigError, load_config
+from curation.models import weight_staging
 from curation.models import weights as W
 
 weights_app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -35,7 +36,7 @@ def fetch_cmd(to: Path | None = _TO, config: Path | None = _CONFIG, set_: list[s
     """Download (or copy from caches) every weight the config needs into DIR, with sha256s in index.json."""
     cfg = load_config(config, set_)
     dest = _dir(to, "fetch")
-    W.fetch(W.required_weights(cfg), dest, echo=typer.echo)
+    weight_staging.fetch(W.required_weights(cfg), dest, echo=typer.echo)
     typer.echo(f"staged in {dest}; on the offline machine: export {W.ENV_DIR}={dest.resolve()}")
 
 
@@ -63,7 +64,7 @@ def verify_cmd(directory: Path | None = _DIR, config: Path | None = _CONFIG, set
     d = _dir(directory, "verify")
     if not d.is_dir():
         raise ConfigError(f"weights verify: {d} is not a directory")
-    results = W.verify(W.required_weights(cfg), d)
+    results = weight_staging.verify(W.required_weights(cfg), d)
     bad = [(f, s) for f, s in results if s in ("missing", "checksum mismatch")]
     for f, s in results:
         typer.echo(f"{'OK  ' if s == 'ok' else 'FAIL' if (f, s) in bad else 'WARN'} {f}: {s}")
