@@ -22,26 +22,63 @@ def is_remote(uri: str) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+def _resolve(uri: str, env: tuple) -> tuple[pafs.FileSystem, str]:
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
     scheme = uri.split("://", 1)[0]
     if scheme not in ALLOWED_SCHEMES:
         raise ValueError(f"unsupported storage scheme {scheme}:// (use a local path or s3://)")
     if scheme == "s3" and os.environ.get("AWS_ENDPOINT_URL") and "endpoint_override" not in uri:
-        endpoint = os.environ["AWS_ENDPOINT_URL"]
-        fs = pafs.S3FileSystem(
-            endpoint_override=endpoint.split("://", 1)[-1],
-            scheme=endpoint.split("://", 1)[0] if "://" in endpoint else "https",
-            region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        )
-        return fs, uri.split("://", 1)[1].split("?", 1)[0]
+        return pafs.S3FileSystem(**_endpoint_options()), uri.split("://", 1)[1].split("?", 1)[0]
     return pafs.FileSystem.from_uri(uri)
+
+
+def _endpoint_options() -> dict[str, str]:
+    """S3FileSystem options for a custom endpoint from AWS_ENDPOINT_URL (MinIO, moto, Ceph ...)."""
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    return {"endpoint_override": endpoint.split("://", 1)[-1],
+            "scheme": endpoint.split("://", 1)[0] if "://" in endpoint else "https",
+            "region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+
+
+@lru_cache(maxsize=16)
+def _bucket_region(bucket: str) -> str | None:
+    try:
+        return pafs.resolve_s3_region(bucket)
+    except OSError:  # no such bucket, no network: let the request itself fail with its own error
+        return None
+
+
+def s3_for_urls(bucket: str, timeout_s: float, attempts: int) -> pafs.S3FileSystem:
+    """The filesystem `s3://` URL rows are fetched through.
+
+    Endpoint and credentials come only from the environment, never from the row: an input list
+    must not be able to point ingest at another endpoint (so URL rows take no `?query` options).
+    `attempts` bounds the SDK's own retries (with its backoff). On Linux pyarrow ignores
+    `request_timeout`; a stalled read is then cut by the SDK's low-speed limit (about 3 s)."""
+    return _s3_for_urls(bucket, timeout_s, attempts, _endpoint_env())
+
+
+@lru_cache(maxsize=64)
+def _s3_for_urls(bucket: str, timeout_s: float, attempts: int, env: tuple) -> pafs.S3FileSystem:
+    if env[0]:
+        opts: dict[str, Any] = _endpoint_options()
+    else:  # AWS itself: a bucket answers only in its own region, as FileSystem.from_uri knows
+        region = _bucket_region(bucket)
+        opts = {"region": region} if region else {}
+    return pafs.S3FileSystem(connect_timeout=timeout_s, request_timeout=timeout_s,
+                             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts), **opts)
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a local path or a URI."""
-    return _resolve(uri.rstrip("/") if len(uri) > 1 else uri)
+    # Keyed on the endpoint variables too: a process that changes them (a test starting its own
+    # server) must not get a filesystem bound to the old endpoint.
+    return _resolve(uri.rstrip("/") if len(uri) > 1 else uri, _endpoint_env())
+
+
+def _endpoint_env() -> tuple:
+    return tuple(os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"))
 
 
 def join(base: str, *parts: str) -> str:

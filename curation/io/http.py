@@ -1,4 +1,5 @@
 """Fetch one URL for ingest: allow-listed schemes, timeouts, retries, size and redirect caps.
+http(s) here; `s3://` rows go through pyarrow.fs (s3fetch.py) under the same policy.
 
 Every failure is returned as a reason string (recorded as the row's reject), never raised.
 img2dataset does the same job but as a whole tool with its own output format; we need its
@@ -14,6 +15,8 @@ from urllib.parse import urlsplit
 import requests
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# What fetch() can read at all; `allowed_schemes` picks among these (file://, ftp:// ... never).
+SUPPORTED_SCHEMES = ("http", "https", "s3")
 
 
 @dataclass(frozen=True)
@@ -23,14 +26,14 @@ class FetchPolicy:
     backoff_s: float = 0.5
     max_bytes: int = 32 * 1024 * 1024
     max_redirects: int = 5
-    allowed_schemes: tuple[str, ...] = ("http", "https")
+    allowed_schemes: tuple[str, ...] = SUPPORTED_SCHEMES
     allowed_content_types: tuple[str, ...] = ("image/", "application/octet-stream", "binary/octet-stream")
     user_agent: str = "curation/0.1 (+https://github.com/curation; research dataset builder)"
 
 
 def scheme_reason(url: str, policy: FetchPolicy) -> str | None:
     scheme = urlsplit(url).scheme.lower()
-    return None if scheme in policy.allowed_schemes else "scheme_not_allowed"
+    return None if scheme in policy.allowed_schemes and scheme in SUPPORTED_SCHEMES else "scheme_not_allowed"
 
 
 def fetch(session: requests.Session, url: str, policy: FetchPolicy) -> tuple[bytes | None, str | None]:
@@ -40,6 +43,10 @@ def fetch(session: requests.Session, url: str, policy: FetchPolicy) -> tuple[byt
     reason = scheme_reason(url, policy)
     if reason:
         return None, reason
+    if urlsplit(url).scheme.lower() == "s3":
+        from curation.io.s3fetch import fetch_s3
+
+        return fetch_s3(url, policy)  # the SDK retries with its own backoff, `retries` times at most
     last = "connection_error"
     for attempt in range(policy.retries + 1):
         if attempt:
@@ -55,7 +62,7 @@ def _fetch_once(session: requests.Session, url: str, policy: FetchPolicy) -> tup
     try:
         with session.get(url, timeout=policy.timeout_s, stream=True,
                          headers={"User-Agent": policy.user_agent}) as resp:
-            for hop in resp.history + [resp]:
+            for hop in resp.history + [resp]:  # a redirect may not leave http(s) either
                 if urlsplit(hop.url).scheme.lower() not in policy.allowed_schemes:
                     return None, "scheme_not_allowed", False
             if resp.status_code != 200:

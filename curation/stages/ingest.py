@@ -1,7 +1,7 @@
 """`ingest`: read an input shard (image files, URL rows, or a WebDataset tar) into rows.
 
-Every input item becomes exactly one row: fetched bytes, or a reject reason (http_404, timeout,
-scheme_not_allowed, unsafe_member_name, ...). Nothing is skipped without a row to show for it.
+Every input item becomes exactly one row: fetched bytes, or a reject reason (http_404, s3_not_found,
+timeout, scheme_not_allowed, unsafe_member_name, ...). Nothing is skipped without a row to show for it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from curation.config import StageConfig
+from curation.config import ConfigError, StageConfig
 from curation.io import fs, tars
-from curation.io.http import FetchPolicy, fetch
+from curation.io.http import SUPPORTED_SCHEMES, FetchPolicy, fetch
 from curation.io.inputs import plan_shards, read_url_table
 from curation.schema import ERROR, ID, INPUT_SHARD, REJECT, REJECT_STAGE, schema_for
 from curation.stages.base import Resources, Stage
@@ -34,7 +34,7 @@ class IngestConfig(StageConfig):
     retries: int = 2
     max_bytes: int = 32 * 1024 * 1024
     max_redirects: int = 5
-    allowed_schemes: list[str] = field(default_factory=lambda: ["http", "https"])
+    allowed_schemes: list[str] = field(default_factory=lambda: ["http", "https", "s3"])  # of URL rows
 
 
 @register_stage
@@ -43,19 +43,28 @@ class IngestStage(Stage):
     kind = "read"
     order = 0
     produces = ("source", "image", "bytes", "content_hash", "caption")
-    rejects = ("fetch: http_<status>/timeout/too_large/...", "unsafe_member_name", "corrupt_tar",
-               "no_image_in_sample", "unreadable")
+    rejects = ("fetch: http_<status>/timeout/too_large/...", "s3_not_found", "s3_access_denied", "s3_error",
+               "scheme_not_allowed", "invalid_url", "unsafe_member_name", "corrupt_tar", "no_image_in_sample",
+               "unreadable")
     resources = Resources(num_cpus=1.0, batch_size=1)
     Config = IngestConfig
-    description = "image folders, URL lists (parquet/csv/jsonl) over http(s), WebDataset tars; local or s3://"
+    description = "image folders, URL lists (parquet/csv/jsonl) of http(s)/s3 URLs, WebDataset tars; local or s3://"
 
     def plan(self, input_uri: str) -> list[dict[str, Any]]:
         return plan_shards(input_uri, self.cfg.shard_size, self.cfg.url_column)
 
+    def check(self) -> None:
+        # A scheme the fetcher cannot read would only turn every such row into scheme_not_allowed.
+        unknown = sorted({str(s).lower() for s in self.cfg.allowed_schemes} - set(SUPPORTED_SCHEMES))
+        if unknown:
+            raise ConfigError(f"ingest.allowed_schemes: URL rows cannot be fetched over {', '.join(unknown)} "
+                              f"(choose from {', '.join(SUPPORTED_SCHEMES)})")
+
     def policy(self) -> FetchPolicy:
         c = self.cfg
         return FetchPolicy(timeout_s=c.timeout_s, retries=c.retries, max_bytes=c.max_bytes,
-                           max_redirects=c.max_redirects, allowed_schemes=tuple(c.allowed_schemes))
+                           max_redirects=c.max_redirects,
+                           allowed_schemes=tuple(str(s).lower() for s in c.allowed_schemes))
 
     def read_shard(self, spec: dict[str, Any]) -> pa.Table:
         shard = spec["shard"]
