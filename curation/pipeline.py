@@ -7,7 +7,8 @@ Ray Data job: load kept rows of each pending input shard -> map_batches per stag
 for stateful stages, tasks otherwise, resources from `ray_runtime.place`) -> write parts per
 stage. The driver streams the writers' reports and writes a completion record for a shard as
 soon as all its rows are in, so a crash loses only unfinished shards. Global stages see all kept
-rows at once. `shard` writes the final tars.
+rows at once (curation/stage_jobs.py, with the driver loop both kinds of job share). `shard`
+writes the final tars.
 
 A stage's fingerprint hashes its config sections and its predecessor's fingerprint: changing
 `filters` re-runs `filter` and everything after it, never a model stage.
@@ -18,10 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -29,29 +28,20 @@ import pyarrow as pa
 from curation import __version__
 from curation.config import Config, ConfigError
 from curation.filters import parse_rules
-from curation.io import fs
 from curation.manifests.ledger import write_ledger
 from curation.manifests.store import RunStore
 from curation.models.weights import resolve
 from curation.run_folder import check_upstream_complete, init_run_folder, load_plan
 from curation.run_lock import run_lock
 from curation.segment_io import load_task, write_task
+from curation.stage_jobs import GlobalContext, collect, job_items, run_global_stage, shard_record, sources_of
 from curation.stage_runner import StageRunner
 from curation.stages.base import Stage
 from curation.stages.registry import all_stages, get_stage, producer_of
 
 log = logging.getLogger("curation")
 Event = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class GlobalContext:
-    config: Config
-    store: RunStore
-    cache_uri: str  # OUT/<stage>/cache: intermediates reusable across reruns
-    input_fingerprint: str  # changes exactly when the rows/columns fed to the stage change
-    seed: int
-    num_cpus: float
+__all__ = ["GlobalContext", "run_pipeline"]
 
 
 def dag_names(cfg: Config) -> list[str]:
@@ -128,29 +118,6 @@ def early_rules(stage: Stage, cfg: Config) -> list:
     return [r for r in parse_rules(cfg.filters) if r.column in stage.produces]
 
 
-def _job_items(store: RunStore, shards: list[str], base: str, sources: dict[str, list[str]]) -> list[dict]:
-    records = {name: store.done_records(name) for name in {base, *sources}}
-    items = []
-    for shard in shards:
-        recs = {name: _strip(records[name][shard]) for name in records}
-        items.append({"shard": shard, "records": json.dumps(recs)})
-    return items
-
-
-def _strip(rec: dict[str, Any]) -> dict[str, Any]:
-    return {k: rec[k] for k in ("_root", "stage", "shard", "parts")}
-
-
-def _sources(columns: list[str], before: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = defaultdict(list)
-    for col in dict.fromkeys(columns):
-        producer = producer_of(col)
-        if producer is None or producer not in before:
-            raise ConfigError(f"column {col!r} is needed but no earlier stage produces it ({', '.join(before)})")
-        out[producer].append(col)
-    return dict(out)
-
-
 def run_map_segment(stages: list[Stage], prev: str, store: RunStore, cfg: Config, fps: dict[str, str],
                     emit: Event) -> None:
     names = dag_names(cfg)
@@ -185,14 +152,14 @@ def run_map_job(stages: list[Stage], base: str, shards: list[str], store: RunSto
     empty = [sh for sh in shards if expected[sh] == 0]
     for sh in empty:
         for s in stages:
-            store.write_done(s.name, sh, _record(fps[s.name], 0, 0, {}, []))
+            store.write_done(s.name, sh, shard_record(fps[s.name], 0, 0, {}, []))
     pending = [sh for sh in shards if expected[sh] > 0]
     if not pending:
         return
     produced_inside = {c for s in stages for c in s.produces}
     needed = [c for s in stages for c in s.required_columns() if c not in produced_inside]
-    sources = _sources(needed, names[: names.index(stages[0].name)])
-    items = _job_items(store, pending, base, sources)
+    sources = sources_of(needed, names[: names.index(stages[0].name)])
+    items = job_items(store, pending, base, sources)
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(load_task, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
                         fn_kwargs={"base_stage": base, "columns_by_stage": sources})
@@ -211,7 +178,7 @@ def run_map_job(stages: list[Stage], base: str, shards: list[str], store: RunSto
     ds = ds.map_batches(write_task, batch_size=None, batch_format="pyarrow", num_cpus=0.25,
                         fn_kwargs={"out": store.out, "stages": job_names,
                                    "produces": {s.name: list(s.produces) for s in stages}})
-    _collect(ds, job_names, expected, store, fps, emit, all_at_end=False)
+    collect(ds, job_names, expected, store, fps, emit, all_at_end=False)
 
 
 _RUNNERS: dict[tuple, StageRunner] = {}
@@ -223,86 +190,3 @@ def run_stage_task(batch: pa.Table, stage_cls: type, cfg: Config, rules: list, t
     if key not in _RUNNERS:
         _RUNNERS[key] = StageRunner(stage_cls, cfg, rules, threads)
     return _RUNNERS[key](batch)
-
-
-def _record(fp: str, rows: int, kept: int, rejects: dict[str, int], parts: list[str], **extra) -> dict:
-    return {"fingerprint": fp, "in": rows, "kept": kept, "rejects": dict(rejects), "parts": parts,
-            "finished_at": time.time(), **extra}
-
-
-def _collect(ds: Any, job_names: list[str], expected: dict[str, int], store: RunStore, fps: dict[str, str],
-             emit: Event, all_at_end: bool) -> None:
-    """Stream the writers' reports; a shard is done when its first stage has seen all its rows."""
-    agg: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"rows": 0, "kept": 0, "rejects": Counter(),
-                                                                      "parts": []})
-    finished: set[str] = set()
-    t0 = time.perf_counter()
-
-    def finish(shard: str) -> None:
-        for name in job_names:
-            a = agg[(shard, name)]
-            store.write_done(name, shard, _record(fps[name], a["rows"], a["kept"], a["rejects"], a["parts"]))
-        finished.add(shard)
-        counts = {name: {"in": agg[(shard, name)]["rows"], "kept": agg[(shard, name)]["kept"],
-                         "rejects": dict(agg[(shard, name)]["rejects"])} for name in job_names}
-        emit({"event": "shard_done", "stages": job_names, "shard": shard, "rows": expected[shard],
-              "done": len(finished), "total": len(expected), "seconds": time.perf_counter() - t0,
-              "counts": counts})
-
-    # Lets a progress display show the job (and its totals, for an ETA) before its first shard ends.
-    emit({"event": "job_start", "stages": job_names, "total": len(expected), "rows": sum(expected.values())})
-
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        touched = []
-        for r in batch.to_pylist():  # one writer report covers every stage of its rows: add it all first
-            a = agg[(r["shard"], r["stage"])]
-            a["rows"] += r["rows"]
-            a["kept"] += r["kept"]
-            a["rejects"].update(json.loads(r["rejects"]))
-            if r["part"]:
-                a["parts"].append(r["part"])
-            touched.append(r["shard"])
-        for shard in dict.fromkeys(touched):
-            if not all_at_end and shard not in finished and agg[(shard, job_names[0])]["rows"] == expected[shard]:
-                finish(shard)
-    for shard, n in expected.items():
-        got = agg[(shard, job_names[0])]["rows"]
-        if got != n:
-            raise RuntimeError(f"{job_names[0]}: shard {shard} produced {got} rows for {n} inputs; not marked done")
-        if shard not in finished:
-            finish(shard)
-    _write_timing(store, job_names, sum(expected.values()), time.perf_counter() - t0)
-
-
-def _write_timing(store: RunStore, names: list[str], rows: int, seconds: float) -> None:
-    for name in names:
-        fs.write_json(store.uri(name, "timing.json"), {"rows": rows, "seconds": round(seconds, 3),
-                                                       "fused_with": names})
-
-
-def run_global_stage(stage: Stage, prev: str, store: RunStore, cfg: Config, fps: dict[str, str],
-                     emit: Event) -> None:
-    import ray
-
-    names = dag_names(cfg)
-    check_upstream_complete(store, prev)
-    plan = [s["shard"] for s in load_plan(store)]
-    done = store.done_records(stage.name)
-    if all(done.get(sh, {}).get("fingerprint") == fps[stage.name] for sh in plan):
-        return
-    for sh in plan:
-        store.clear_shard(stage.name, sh)
-    base_done = store.done_records(prev)
-    expected = {sh: base_done[sh]["kept"] for sh in plan}
-    sources = _sources(list(stage.required_columns()), names[: names.index(stage.name)])
-    items = _job_items(store, plan, prev, sources)
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(load_task, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
-                        fn_kwargs={"base_stage": prev, "columns_by_stage": sources})
-    ctx = GlobalContext(config=cfg, store=store, cache_uri=store.uri(stage.name, "cache"),
-                        input_fingerprint=fps[prev], seed=cfg.run.seed, num_cpus=ray.cluster_resources().get("CPU", 1))
-    out = stage.run_global(ds, ctx)
-    out = out.map_batches(write_task, batch_size=None, batch_format="pyarrow", num_cpus=0.25,
-                          fn_kwargs={"out": store.out, "stages": [stage.name],
-                                     "produces": {stage.name: list(stage.produces)}})
-    _collect(out, [stage.name], expected, store, fps, emit, all_at_end=True)

@@ -71,7 +71,8 @@ class ShardStage(Stage):
     def run_write(self, store: RunStore, prev: str, fingerprint: str, emit: Any) -> None:
         import ray
 
-        from curation.pipeline import _job_items, _sources, dag_names
+        from curation.pipeline import dag_names
+        from curation.stage_jobs import job_items, sources_of
 
         names = dag_names(self.config)
         before = names[: names.index(self.name)]
@@ -84,7 +85,7 @@ class ShardStage(Stage):
             fs.delete_dir(store.uri("shards"))
             fs.delete_dir(store.uri(self.name, "done"))
         meta_cols = self.metadata_columns(before)
-        sources = _sources(["image", *meta_cols], before)
+        sources = sources_of(["image", *meta_cols], before)
         tars = self.plan_tars(store, prev)
         items = []
         for i, slices in enumerate(tars):
@@ -92,7 +93,7 @@ class ShardStage(Stage):
             if tar_name in done:
                 continue
             shards = sorted({s for s, _, _ in slices})
-            recs = {it["shard"]: it["records"] for it in _job_items(store, shards, prev, sources)}
+            recs = {it["shard"]: it["records"] for it in job_items(store, shards, prev, sources)}
             items.append({"tar": tar_name, "slices": json.dumps(slices), "records": json.dumps(recs)})
         t0 = time.perf_counter()
         if items:
