@@ -20,6 +20,9 @@ class HeadModelConfig:
     backbone: str = ""  # a pretraining checkpoint (its student backbone and its config's model name)
     init: str = "checkpoint"  # or "random": an untrained backbone of `name`, only when asked by name
     name: str = "sapiens2-0.4b"  # with init=random; from the checkpoint otherwise
+    # 4K variant: local-stage depth; None = the name's default. Set from the backbone when built,
+    # so a head checkpoint rebuilds the pretraining run's architecture even when it overrode this.
+    window_layers: int | None = None
     mode: str = "finetune"  # finetune (layer-wise LR decay) | frozen (only the head trains)
     channels: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])  # dense decoder widths
     pose_channels: int = 256  # deconv width of the pose head

@@ -1,8 +1,13 @@
-"""Dense heads: a PixelShuffle decoder from the stride-16 feature map back to input resolution.
+"""Dense heads: a PixelShuffle decoder from the backbone's feature map back to input resolution.
 
 Each stage is a 3x3 conv to 4x the next width followed by PixelShuffle(2): upsampling by
 rearranging learned channels (no checkerboard artefacts of strided transposed convs, no blur of
 bilinear upsampling), which keeps edges sharp for segmentation and normals.
+
+The decoder has log2(stride) stages: 4 for the plain backbone (a token per 16 pixels), 6 for the
+4K variant (a token per 64 pixels after window pooling). `channels` lists the widths for the
+stride-16 case; a coarser grid appends stages whose width keeps halving (down to 16), so the
+same config serves both and the extra stages, which run at the highest resolutions, stay cheap.
 """
 
 from __future__ import annotations
@@ -15,12 +20,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def decoder_widths(channels: list[int], stride: int) -> list[int]:
+    """The widths of a decoder over `stride`: `channels`, extended by halving for a coarser grid."""
+    stages = int(math.log2(stride))
+    if 2**stages != stride or len(channels) < 2 or len(channels) > stages + 1:
+        raise ValueError(f"stride {stride} needs 2 to {stages + 1} channel widths, got {channels}")
+    widths = list(channels)
+    while len(widths) < stages + 1:
+        widths.append(max(widths[-1] // 2, min(widths[-1], 16)))
+    return widths
+
+
 class PixelShuffleDecoder(nn.Module):
     def __init__(self, in_dim: int, out_channels: int, channels: list[int], stride: int = 16):
         super().__init__()
-        stages = int(math.log2(stride))
-        if 2**stages != stride or len(channels) != stages + 1:
-            raise ValueError(f"stride {stride} needs {stages + 1} channel widths, got {channels}")
+        channels = decoder_widths(channels, stride)
         self.proj = nn.Conv2d(in_dim, channels[0], kernel_size=1)
         self.stages = nn.ModuleList(
             nn.Sequential(
@@ -36,7 +50,7 @@ class PixelShuffleDecoder(nn.Module):
         x = self.proj(features)  # [B, C0, h, w]
         for stage in self.stages:
             x = stage(x)  # [B, C_i, 2h, 2w]
-        return self.out(x)  # [B, out, 16h, 16w]
+        return self.out(x)  # [B, out, stride*h, stride*w]
 
 
 class SegHead(PixelShuffleDecoder):

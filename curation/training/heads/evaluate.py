@@ -20,7 +20,9 @@ def load_head_checkpoint(
     if "head" not in state:
         raise ValueError(f"{path} is not a head checkpoint (it has no 'head'; a pretraining checkpoint?)")
     cfg = HeadTrainConfig.from_dict(state["config"])
-    cfg.model.init = "random"  # the architecture from the config, the weights from the checkpoint
+    # The architecture from the config (name and window_layers, which build_task_model recorded
+    # at training time), the weights from the checkpoint.
+    cfg.model.init = "random"
     model = build_task_model(cfg)
     model.backbone.load_state_dict(state["backbone"])
     model.head.load_state_dict(state["head"])

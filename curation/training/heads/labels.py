@@ -31,6 +31,7 @@ from torchvision.transforms import InterpolationMode
 from curation.training.data.augment import IMAGENET_MEAN, IMAGENET_STD, random_resized_crop_box
 from curation.training.data.loader import decode_image
 from curation.training.heads import body_parts, keypoints308, udp
+from curation.training.heads.pose_head import HEATMAP_STRIDE
 
 # NEAREST_EXACT samples at pixel centres; plain NEAREST shifts label maps by up to a pixel.
 NEAREST, BILINEAR = InterpolationMode.NEAREST_EXACT, InterpolationMode.BILINEAR
@@ -178,7 +179,8 @@ def pose_sample(raw: dict[str, Any], cfg, gen: torch.Generator, train: bool) -> 
         xy, visible = xy[keypoints308.FLIP_INDICES], visible[keypoints308.FLIP_INDICES]
     keypoints = torch.from_numpy(xy).float()
     vis = torch.from_numpy(visible)
-    heatmaps, weights = udp.encode(keypoints, vis, (H, W), (H // 4, W // 4), cfg.loss.heatmap_sigma)
+    heatmap_size = (H // HEATMAP_STRIDE, W // HEATMAP_STRIDE)  # what PoseHead outputs on any token grid
+    heatmaps, weights = udp.encode(keypoints, vis, (H, W), heatmap_size, cfg.loss.heatmap_sigma)
     area = bw * bh * abs(np.linalg.det(M[:, :2]))  # the box's area in crop pixels, for OKS
     return {
         "image": to_input(crop),

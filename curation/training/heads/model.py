@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from curation.config import ConfigError
 from curation.training.backbone import Sapiens2ViT, build_backbone
 from curation.training.heads.tasks import TASKS
 
@@ -37,27 +38,44 @@ class TaskModel(nn.Module):
         return self.head(features)
 
 
+def window_layers_of(backbone: Sapiens2ViT) -> int:
+    """The local-stage depth the backbone was built with (0 without one): a name alone does not
+    say it, since pretraining may override the 4K variant's default."""
+    return len(backbone.window_stage.blocks) if backbone.window_stage is not None else 0
+
+
 def backbone_from_checkpoint(path: str | Path) -> tuple[Sapiens2ViT, str]:
     """The student backbone of a pretraining checkpoint (or of a head checkpoint), and its model name."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     config = state["config"]
     name = config["model"]["name"]
+    # Both checkpoint kinds record the local-stage depth in config.model.window_layers (None: the
+    # name's default; head checkpoints written before it was recorded have none).
+    window_layers = config["model"].get("window_layers")
     if "student" in state:  # pretraining: student.backbone.*
         weights = {
             k.removeprefix("backbone."): v for k, v in state["student"].items() if k.startswith("backbone.")
         }
-        window_layers = config["model"].get("window_layers")
     else:  # a head checkpoint: its own backbone
-        weights, window_layers = state["backbone"], None
+        weights = state["backbone"]
     backbone = build_backbone(name, window_layers=window_layers)
     backbone.load_state_dict(weights)
     return backbone, name
 
 
 def build_task_model(cfg) -> TaskModel:
+    """Backbone + head of `cfg.task`. `cfg.model.name` and `cfg.model.window_layers` are set to what
+    was built, so that a saved config rebuilds the same architecture."""
     if cfg.model.init == "random":
-        backbone = build_backbone(cfg.model.name)
+        backbone = build_backbone(cfg.model.name, window_layers=cfg.model.window_layers)
     else:
         backbone, cfg.model.name = backbone_from_checkpoint(cfg.model.backbone)
-    head = TASKS[cfg.task].head(backbone.dim, cfg)
+    cfg.model.window_layers = window_layers_of(backbone)
+    stride = backbone.token_stride
+    if any(s % stride for s in cfg.data.input_size):
+        raise ConfigError(
+            f"data.input_size {cfg.data.input_size} must be multiples of {stride}, the token stride of "
+            f"{cfg.model.name}" + (" with its window stage" if cfg.model.window_layers else "")
+        )
+    head = TASKS[cfg.task].head(backbone.dim, cfg, stride)
     return TaskModel(backbone, head, frozen=cfg.model.mode == "frozen")

@@ -24,7 +24,9 @@ class Task(abc.ABC):
     higher_is_better: bool = True
 
     @abc.abstractmethod
-    def head(self, dim: int, cfg) -> nn.Module: ...
+    def head(self, dim: int, cfg, stride: int = 16) -> nn.Module:
+        """The head for a backbone of width `dim` whose feature map has one token per `stride`
+        pixels (16, or 64 for the 4K variant): it upsamples to the task's output resolution."""
 
     @abc.abstractmethod
     def loss(self, out, batch: dict, cfg) -> dict[str, Tensor]: ...
@@ -43,8 +45,8 @@ class Task(abc.ABC):
 class Pose(Task):
     name, primary = "pose", "AP"
 
-    def head(self, dim, cfg):
-        return PoseHead(dim, keypoints308.NUM_KEYPOINTS, cfg.model.pose_channels)
+    def head(self, dim, cfg, stride=16):
+        return PoseHead(dim, keypoints308.NUM_KEYPOINTS, cfg.model.pose_channels, stride)
 
     def loss(self, out, batch, cfg):
         return pose_loss(
@@ -65,8 +67,8 @@ class Pose(Task):
 class Seg(Task):
     name, primary = "seg", "mIoU"
 
-    def head(self, dim, cfg):
-        return SegHead(dim, body_parts.NUM_CLASSES, cfg.model.channels)
+    def head(self, dim, cfg, stride=16):
+        return SegHead(dim, body_parts.NUM_CLASSES, cfg.model.channels, stride)
 
     def loss(self, out, batch, cfg):
         weights = cfg.loss.class_weights
@@ -86,8 +88,8 @@ class Seg(Task):
 class Normal(Task):
     name, primary, higher_is_better = "normal", "mean_angular_error", False
 
-    def head(self, dim, cfg):
-        return NormalHead(dim, cfg.model.channels)
+    def head(self, dim, cfg, stride=16):
+        return NormalHead(dim, cfg.model.channels, stride)
 
     def loss(self, out, batch, cfg):
         return normal_loss(out, batch["normals"], batch["mask"], cfg.loss.l1_weight, cfg.loss.grad_weight)
@@ -107,8 +109,8 @@ class Normal(Task):
 class Pointmap(Task):
     name, primary, higher_is_better = "pointmap", "L2", False
 
-    def head(self, dim, cfg):
-        return PointmapHead(dim, cfg.model.channels)
+    def head(self, dim, cfg, stride=16):
+        return PointmapHead(dim, cfg.model.channels, stride)
 
     def loss(self, out, batch, cfg):
         return pointmap_loss(out, batch["points"], batch["log_scale"], batch["mask"], cfg.loss.scale_weight)
@@ -128,8 +130,8 @@ class Pointmap(Task):
 class Albedo(Task):
     name, primary = "albedo", "PSNR"
 
-    def head(self, dim, cfg):
-        return AlbedoHead(dim, cfg.model.channels)
+    def head(self, dim, cfg, stride=16):
+        return AlbedoHead(dim, cfg.model.channels, stride)
 
     def loss(self, out, batch, cfg):
         return albedo_loss(out, batch["albedo"], batch["mask"], cfg.loss.grad_weight, cfg.loss.chroma_weight)

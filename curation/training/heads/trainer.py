@@ -84,7 +84,8 @@ def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -
         )
     images_per_step = cfg.data.batch_size * t.accum_steps * info.world_size
     H, W = cfg.data.input_size
-    tokens_per_step = images_per_step * (H // 16) * (W // 16)
+    stride = model.backbone.token_stride  # 64 on the 4K variant's pooled grid
+    tokens_per_step = images_per_step * (H // stride) * (W // stride)
     history: list[dict[str, float]] = []
     sums: dict[str, float] = {}
     window = 0
