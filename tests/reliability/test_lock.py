@@ -30,9 +30,12 @@ def test_second_run_is_refused_and_first_completes(sample_crawl, tmp_path):
     first = subprocess.Popen([sys.executable, "-m", "curation.cli", *args], env=env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        # Wait until the lock file exists and holds its holder's record (it is created, then written).
+        # The loop ends at the deadline with an assertion, never by reading a file that is not there.
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (out / ".lock").exists() or not (out / ".lock").read_text():
-            assert first.poll() is None and time.monotonic() < deadline, "first run never took the lock"
+        while not ((out / ".lock").exists() and (out / ".lock").read_text()):
+            assert first.poll() is None, "first run ended before it took the lock"
+            assert time.monotonic() < deadline, "first run never took the lock within 60 s"
             time.sleep(0.05)
         second = curate(*args, timeout=120)
         assert first.poll() is None, "first run ended before the second was checked"
