@@ -117,7 +117,20 @@ def build_report(run_dir: str, out_dir: str | None = None, max_shards: int = 200
     return uri
 
 
-def open_in_browser(uri: str) -> bool:
-    import webbrowser
+def local_file_uri(uri: str) -> str | None:
+    """The file:// URI of a report written on this machine; None for a remote one (s3://), which a
+    browser could not open anyway. pathlib percent-encodes it, so whatever characters the run
+    folder's name holds, the launcher gets only [A-Za-z0-9%/._~-] after `file://`."""
+    if fs.is_remote(uri):
+        return None
+    return Path(fs.resolve(uri)[1]).resolve().as_uri()  # fs.resolve: a plain path or file://
 
-    return webbrowser.open(Path(uri).resolve().as_uri() if "://" not in uri else uri)
+
+def open_in_browser(uri: str) -> bool:
+    """False when there is nothing a local browser can open, or no browser."""
+    target = local_file_uri(uri)
+    if target is None:
+        return False
+    import webbrowser  # runs $BROWSER or xdg-open with the URI as one argv entry (no shell)
+
+    return webbrowser.open(target)

@@ -3,16 +3,20 @@ and URLs are read as strings, YAML never constructs objects, storage schemes are
 size caps hold without a Content-Length, and tar links are never followed.
 
 (Scheme allow-list of fetched URLs, redirect cap, Content-Length cap and unsafe member names are
-covered in tests/test_ingest.py.)"""
+covered in tests/test_ingest.py, s3:// URL rows in test_s3_urls.py.)"""
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -25,13 +29,57 @@ pytestmark = pytest.mark.timeout(60)
 PACKAGE = Path(__file__).resolve().parents[2] / "curation"
 SHELL = re.compile(r"\b(subprocess|os\.system|os\.popen|os\.exec\w*|os\.spawn\w*|pty\.spawn|shell\s*=\s*True"
                    r"|commands\.getoutput|asyncio\.create_subprocess\w*)\b")
+# webbrowser starts a process too ($BROWSER, xdg-open ...) with its argument: allowed at one site
+# only, whose argument test_the_browser_is_given_only_an_encoded_local_file_uri checks.
+LAUNCHER = re.compile(r"\bwebbrowser\.\w+\(|\bfrom\s+webbrowser\s+import\b")
+LAUNCH_SITES = {"report/build.py": ["return webbrowser.open(target)"]}
 HOSTILE = ["$(touch PWNED).jpg", "; touch PWNED #.jpg", "`touch PWNED`.jpg", "a'b\"c|&<>.jpg"]
 
 
+def _lines(pattern: re.Pattern) -> dict[str, list[str]]:
+    hits: dict[str, list[str]] = {}
+    for p in sorted(PACKAGE.rglob("*.py")):
+        for line in p.read_text().splitlines():
+            if pattern.search(line):
+                hits.setdefault(p.relative_to(PACKAGE).as_posix(), []).append(line.strip())
+    return hits
+
+
 def test_the_package_never_starts_a_shell_or_a_process():
-    hits = [f"{p.relative_to(PACKAGE)}:{i}: {line.strip()}" for p in PACKAGE.rglob("*.py")
-            for i, line in enumerate(p.read_text().splitlines(), 1) if SHELL.search(line)]
-    assert hits == []
+    assert _lines(SHELL) == {}
+    # Exactly the known browser launch; a new one (or a moved one) must come with its own check.
+    assert _lines(LAUNCHER) == LAUNCH_SITES
+
+
+def test_the_browser_is_given_only_an_encoded_local_file_uri(tmp_path):
+    """`curate report --open` hands the browser launcher one argument: the file:// URI of the local
+    report, percent-encoded, whatever the run folder is called; a remote report is never handed over."""
+    seen = tmp_path / "argv.txt"
+    browser = tmp_path / "browser.sh"  # what webbrowser runs for $BROWSER: notes its arguments
+    browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$#" "$@" > {seen}\n')
+    browser.chmod(0o755)
+    run_dir = tmp_path / HOSTILE[0].replace(".jpg", "") / HOSTILE[1].replace(".jpg", "") / "--new-window"
+    (run_dir / "report").mkdir(parents=True)
+    index = run_dir / "report" / "index.html"
+    index.write_text("<html></html>")
+    code = "import sys\nfrom curation.report.build import open_in_browser\nprint(open_in_browser(sys.argv[1]))"
+    env = {"PATH": "/usr/bin:/bin", "BROWSER": str(browser), "PYTHONPATH": str(PACKAGE.parent),
+           "HOME": str(tmp_path), "MPLCONFIGDIR": str(tmp_path / "mpl")}
+
+    def open_(uri: str) -> tuple[str, list[str] | None]:
+        """What `open_in_browser(uri)` returned and the arguments the browser got (None: not run)."""
+        seen.unlink(missing_ok=True)
+        r = subprocess.run([sys.executable, "-c", code, uri], env=env, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60, check=False)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip(), (seen.read_text().splitlines() if seen.exists() else None)
+
+    expected = "file://" + "/".join(quote(part, safe="") for part in str(index.resolve()).split("/"))
+    assert open_(str(index)) == ("True", ["1", expected])
+    assert re.fullmatch(r"file:///[A-Za-z0-9%/._~-]+", expected)  # nothing a launcher could read as syntax
+    assert open_(os.path.relpath(index, tmp_path)) == ("True", ["1", expected])  # relative: made absolute
+    assert open_(f"s3://out/{HOSTILE[0]}/report/index.html") == ("False", None)
+    assert not list(tmp_path.rglob("PWNED*")) and not list(Path("/tmp").glob("PWNED*"))
 
 
 @pytest.fixture(scope="module")
