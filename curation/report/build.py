@@ -41,9 +41,9 @@ def histogram_section(run: RunData) -> str:
         if not run.has(column):
             figs.append(page_html.figure(None, title, "not computed in this run"))
             continue
-        png = plots.histogram(title, run.values(column, kept=True), run.values(column, kept=False),
-                              thresholds(run.config.get("filters"), column))
-        figs.append(page_html.figure(png, title, ""))
+        kept, rejected = run.values(column, kept=True), run.values(column, kept=False)
+        png = plots.histogram(title, kept, rejected, thresholds(run.config.get("filters"), column))
+        figs.append(page_html.figure(png, title, "", {"kept": len(kept), "rejected": len(rejected)}))
     scope = (f"From {run.shards_read} of {run.shards_total} input shards. " if run.shards_read < run.shards_total
              else "")
     note = (f"<p>{scope}Each row is counted once, with the value its stage computed; orange rows were rejected "

@@ -75,10 +75,13 @@ def rejects_table(ledger: dict[str, Any]) -> str:
             + "".join(rows) + "</table>")
 
 
-def figure(png: bytes | None, title: str, absent: str) -> str:
+def figure(png: bytes | None, title: str, absent: str, counts: dict[str, int] | None = None) -> str:
+    """`counts`: the numbers drawn (e.g. kept/rejected rows of a histogram), as data- attributes."""
+    data = "".join(f' data-{escape(k)}="{int(v)}"' for k, v in (counts or {}).items())
     if png is None:
-        return f'<figure data-plot="{escape(title)}"><div class="absent">{escape(title)}: {escape(absent)}</div></figure>'
-    return f'<figure data-plot="{escape(title)}">{png_img(png, title)}</figure>'
+        return (f'<figure data-plot="{escape(title)}"{data}><div class="absent">{escape(title)}: '
+                f'{escape(absent)}</div></figure>')
+    return f'<figure data-plot="{escape(title)}"{data}>{png_img(png, title)}</figure>'
 
 
 def gallery(g: Gallery, heading: str = "h3") -> str:
