@@ -40,6 +40,7 @@ class RunConfig:
     num_cpus: int | None = None  # local Ray only; None = all cores
     object_store_mb: int | None = None  # local Ray only
     early_filter: bool = True  # apply thresholds right after the stage whose columns they read
+    fuse_cpu_stages: bool = True  # consecutive CPU map stages share one actor pool (curation/stage_chain.py)
     seed: int = 0
 
 

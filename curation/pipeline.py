@@ -34,6 +34,7 @@ from curation.models.weights import resolve
 from curation.run_folder import check_upstream_complete, init_run_folder, load_plan
 from curation.run_lock import run_lock
 from curation.segment_io import load_task, write_task
+from curation.stage_chain import FusedStageRunner, StageGroup, fusable_groups
 from curation.stage_jobs import GlobalContext, collect, job_items, run_global_stage, shard_record, sources_of
 from curation.stage_runner import StageRunner
 from curation.stages.base import Stage
@@ -141,7 +142,7 @@ def run_map_job(stages: list[Stage], base: str, shards: list[str], store: RunSto
     import ray
     from ray.data import ActorPoolStrategy
 
-    from curation.ray_runtime import place
+    from curation.ray_runtime import cluster_totals, place
 
     for shard in shards:
         for s in stages:
@@ -163,18 +164,22 @@ def run_map_job(stages: list[Stage], base: str, shards: list[str], store: RunSto
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(load_task, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
                         fn_kwargs={"base_stage": base, "columns_by_stage": sources})
-    placement = place(stages)
-    for s in stages:
-        p, res = placement[s.name], s.effective_resources()
-        args = (type(s), cfg, early_rules(s, cfg), p.threads)
-        common = dict(batch_size=res.batch_size, batch_format="pyarrow", num_cpus=p.num_cpus)
+    units = fusable_groups(stages, cluster_totals()[1], cfg.run.fuse_cpu_stages)
+    placement = place(units)
+    for u in units:
+        p, res = placement[u.name], u.effective_resources()
+        common = {"batch_size": res.batch_size, "batch_format": "pyarrow", "num_cpus": p.num_cpus}
         if p.num_gpus:
             common["num_gpus"] = p.num_gpus
-        if s.stateful:
-            ds = ds.map_batches(StageRunner, fn_constructor_args=args,
-                                compute=ActorPoolStrategy(min_size=p.pool_min, max_size=p.pool_max), **common)
+        pool = {"compute": ActorPoolStrategy(min_size=p.pool_min, max_size=p.pool_max)}
+        if isinstance(u, StageGroup):
+            members = [(type(s), early_rules(s, cfg), s.effective_resources().batch_size) for s in u.stages]
+            ds = ds.map_batches(FusedStageRunner, fn_constructor_args=(members, cfg, p.threads), **pool, **common)
+        elif u.stateful:
+            args = (type(u), cfg, early_rules(u, cfg), p.threads)
+            ds = ds.map_batches(StageRunner, fn_constructor_args=args, **pool, **common)
         else:
-            ds = ds.map_batches(run_stage_task, fn_args=args, **common)
+            ds = ds.map_batches(run_stage_task, fn_args=(type(u), cfg, early_rules(u, cfg), p.threads), **common)
     ds = ds.map_batches(write_task, batch_size=None, batch_format="pyarrow", num_cpus=0.25,
                         fn_kwargs={"out": store.out, "stages": job_names,
                                    "produces": {s.name: list(s.produces) for s in stages}})

@@ -39,10 +39,7 @@ class TextStage(Stage):
     produces = ("text_area", "text_boxes")
     rejects = ("error:text",)
     # onnxruntime's CPU build (what rapidocr-onnxruntime installs): a CPU stage even on GPU nodes.
-    # PP-OCR takes one image at a time, so batches of 8 cost nothing and split the work of the
-    # costliest stage more evenly over its actors (an actor with a 16-image batch left at the
-    # end of a job kept one core busy ~10 s while the other idled).
-    resources = Resources(num_cpus=1.0, num_gpus=0.0, batch_size=8, cost=0.62)
+    resources = Resources(num_cpus=1.0, num_gpus=0.0, batch_size=16, cost=0.62)
     stateful = True
     uses_gpu = False
     Config = TextConfig

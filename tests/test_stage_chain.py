@@ -1,0 +1,100 @@
+"""Fused CPU stages (curation/stage_chain.py): which stages share an actor, how place() sizes the
+chain, and that a chain gives exactly what its stages give one after the other."""
+
+import io
+
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from curation import ray_runtime
+from curation.config import load_config
+from curation.filters import parse_rules
+from curation.stage_chain import FusedStageRunner, StageGroup, fusable_groups
+from curation.stage_runner import StageRunner
+from curation.stages.registry import get_stage
+
+pytestmark = pytest.mark.timeout(300)
+DAG = ["decode", "detect", "headpose", "embed", "quality", "text", "filter"]
+
+
+def _names(units):
+    return [u.name for u in units]
+
+
+def test_cpu_workers_run_the_whole_per_image_dag_in_one_chain():
+    cfg = load_config(None, [])
+    units = fusable_groups([get_stage(n)(cfg) for n in DAG], gpus=0.0, fuse=True)
+    assert _names(units) == ["+".join(DAG)]
+    assert isinstance(units[0], StageGroup) and units[0].stateful
+    res = units[0].effective_resources()
+    # the batch of its largest model batch (embed 32), not filter's 4096; cost = sum of members'
+    assert res.batch_size == 32 and res.num_gpus == 0.0
+    assert res.cost == pytest.approx(sum(get_stage(n).resources.cost or 0 for n in DAG))
+
+
+def test_gpu_stages_keep_their_own_pools_and_cpu_runs_between_them_fuse():
+    cfg = load_config(None, [])
+    units = fusable_groups([get_stage(n)(cfg) for n in DAG], gpus=1.0, fuse=True)
+    # detect, headpose and embed take GPU fractions; text (onnxruntime CPU) fuses with its
+    # neighbours quality (no GPU asked) and filter; decode alone stays a task
+    assert _names(units) == ["decode", "detect", "headpose", "embed", "quality+text+filter"]
+
+
+def test_fusion_off_gives_one_unit_per_stage():
+    cfg = load_config(None, ["run.fuse_cpu_stages=false"])
+    assert _names(fusable_groups([get_stage(n)(cfg) for n in DAG], gpus=0.0, fuse=False)) == DAG
+
+
+def test_tasks_without_a_model_are_not_wrapped():
+    cfg = load_config(None, [])
+    units = fusable_groups([get_stage("decode")(cfg), get_stage("filter")(cfg)], gpus=0.0, fuse=True)
+    assert _names(units) == ["decode", "filter"]
+
+
+@pytest.mark.parametrize("cpus", [2.0, 16.0])
+def test_place_gives_a_chain_every_core_and_leaves_one_for_load_and_write(monkeypatch, cpus):
+    monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (cpus, 0.0))
+    cfg = load_config(None, [])
+    [chain] = fusable_groups([get_stage(n)(cfg) for n in DAG], gpus=0.0, fuse=True)
+    p = ray_runtime.place([chain])[chain.name]
+    assert p.pool_max == p.pool_min == int(cpus) and p.threads == 1
+    assert p.num_cpus * p.pool_max <= cpus - 1.0 + 1e-9
+
+
+def _rows(sizes):
+    blobs = []
+    for k, (w, h) in enumerate(sizes):
+        buf = io.BytesIO()
+        Image.new("RGB", (w, h), (40 * k % 255, 90, 160)).save(buf, "JPEG")
+        blobs.append(buf.getvalue())
+    n = len(blobs)
+    return pa.table({"id": [f"r{i}" for i in range(n)], "input_shard": ["s0"] * n, "image": blobs})
+
+
+def test_a_chain_equals_its_stages_one_after_the_other():
+    # decode rejects the too-small images; the early filter after decode rejects the narrow
+    # ones; detect (a real YOLO architecture, random weights) must see only the survivors, in
+    # batches of 4 although the chain is handed all 11 rows at once.
+    cfg = load_config(None, ["run.stages=[ingest,decode,detect,filter,shard]", "detect.weights=random",
+                             "filters.min_person_short_side=null", "filters.min_width=100",
+                             "decode.min_side=32", "detect.batch_size=4"])
+    rows = _rows([(160, 120)] * 5 + [(20, 20)] * 2 + [(64, 200)] * 2 + [(300, 200)] * 2)
+    rules = parse_rules(cfg.filters)
+    early = {"decode": [r for r in rules if r.column == "width"], "detect": [], "filter": rules}
+    names = ["decode", "detect", "filter"]
+    chain = FusedStageRunner([(get_stage(n), early[n], get_stage(n)(cfg).effective_resources().batch_size)
+                              for n in names], cfg, 1)
+    fused = chain(rows)
+    table = rows
+    for n in names:
+        table = StageRunner(get_stage(n), cfg, early[n], 1)(table)
+    assert fused.column_names == table.column_names
+    key = [("id", "ascending")]
+    assert fused.sort_by(key).to_pylist() == table.sort_by(key).to_pylist()
+    by_id = {r["id"]: r for r in fused.to_pylist()}
+    assert [by_id[f"r{i}"]["reject"] for i in (5, 6)] == ["too_small"] * 2
+    assert [by_id[f"r{i}"]["reject"] for i in (7, 8)] == ["min_width"] * 2
+    assert all(by_id[f"r{i}"]["person_boxes"] is None for i in range(5, 9))  # detect never saw them
+    assert all(by_id[f"r{i}"]["person_boxes"] is not None for i in (*range(5), 9, 10))
+    assert chain.runners[1][1] == 4
