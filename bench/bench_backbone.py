@@ -1,12 +1,16 @@
 """Forward+backward throughput of the Sapiens2 backbone against timm ViTs of the same width, depth, heads.
 
-Same input, same process, interleaved rounds (so that machine noise hits every model alike);
-the median round counts. Two timm references:
-  * `timm-vit`: the plain ViT (LayerNorm, GELU MLP 4x, learned absolute positions);
+Same input tensor, same batch and resolution, same process and torch thread count, interleaved
+rounds (each round times every model once, the order rotating between rounds, so that machine
+noise hits every model alike); one warm-up fwd+bwd per model is excluded; the median round
+counts. Two timm references, both with our width, depth, heads and patch size 16:
+  * `timm-vit`: the plain ViT (LayerNorm, GELU MLP with timm's default mlp_ratio 4, learned
+    absolute positions, 1 class token);
   * `timm-vit-matched`: the same ViT configured with our block's extra work (RMSNorm, QK-norm,
     SwiGLU with a 4x hidden, LayerScale, 8 registers), i.e. the same FLOPs minus RoPE.
-FLOPs are counted with torch's FlopCounterMode on one fwd+bwd, so GFLOP/s compares efficiency
-independently of how much arithmetic each block does.
+FLOPs are counted with torch's FlopCounterMode on one fwd+bwd, so the FLOP-normalised ratio
+(GFLOP/s) compares efficiency independently of how much arithmetic each block does: Sapiens2's
+SwiGLU with a 4x hidden has 1.5x the FFN FLOPs of timm's GELU MLP 4x.
 
 CPU:  python bench/bench_backbone.py                       (sapiens2-0.1b at 224x224, batch 8)
 GPU:  python bench/bench_backbone.py --device cuda --dtype bf16 --model sapiens2-0.4b \
@@ -106,8 +110,10 @@ def main() -> None:
         m.zero_grad(set_to_none=True)
 
     times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name, m in models.items():
+    names = list(models)
+    for r in range(args.rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
+            m = models[name]
             sync(device)
             t0 = time.perf_counter()
             for _ in range(args.iters):
@@ -120,6 +126,13 @@ def main() -> None:
         f"# {args.model} {size[0]}x{size[1]} batch {args.batch} {args.dtype} on {device} "
         f"({platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__})"
     )
+    if not args.no_timm:
+        print(
+            "# timm references: VisionTransformer(patch_size=16, embed_dim, depth, num_heads as ours, "
+            "mlp_ratio=4.0); timm-vit: LayerNorm + GELU MLP; timm-vit-matched: RmsNorm, qk_norm, "
+            "SwiGLU (hidden 4x), init_values=1e-4, reg_tokens=8"
+        )
+    print(f"# {args.rounds} interleaved rounds x {args.iters} fwd+bwd, median round; warm-up excluded")
     print(
         f"{'model':<18} {'params(M)':>9} {'GFLOP/img':>9} {'img/s':>8} {'GFLOP/s':>8}"
         + ("   MFU" if args.peak_tflops else "")
@@ -136,7 +149,12 @@ def main() -> None:
     if not args.no_timm:
         for ref in ("timm-vit", "timm-vit-matched"):
             eff = (rate["sapiens2"] * flops["sapiens2"]) / (rate[ref] * flops[ref])
-            print(f"ratio sapiens2 / {ref}: images/s {rate['sapiens2'] / rate[ref]:.2f}, FLOP/s {eff:.2f}")
+            per_round = sorted(b / a for a, b in zip(times["sapiens2"], times[ref]))
+            print(
+                f"ratio sapiens2 / {ref}: images/s {rate['sapiens2'] / rate[ref]:.2f} "
+                f"(per-round range {per_round[0]:.2f}-{per_round[-1]:.2f}), "
+                f"FLOP-normalised (GFLOP/s) {eff:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -165,6 +165,7 @@ def main() -> None:
     ap.add_argument("--object-store-mb", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], help="extra --set for curate run")
     ap.add_argument("--keep", action="store_true", help="keep the crawl and outputs")
+    ap.add_argument("--dump", default=None, help="write every RSS sample here (JSON lines), per size")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
@@ -177,7 +178,12 @@ def main() -> None:
         print(f"{rows} rows: crawl generated in {time.monotonic() - t:.0f} s", flush=True)
         tmp = Path(tempfile.mkdtemp(prefix="rb-", dir="/tmp"))  # short: Ray's socket paths are length-capped
         try:
-            res = summarize(rows, run_once(crawl, root / f"out-{rows}", tmp, args))
+            raw = run_once(crawl, root / f"out-{rows}", tmp, args)
+            res = summarize(rows, raw)
+            if args.dump:
+                with open(f"{args.dump}.{rows}.jsonl", "w") as f:
+                    for x in raw["samples"]:
+                        f.write(json.dumps({**x, "workers": list(x["workers"].values())}) + "\n")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         results.append(res)
