@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from labelled_data import jpeg_bytes, write_labelled_shards
 from PIL import Image
 
 
@@ -45,14 +45,6 @@ def photos() -> list[Image.Image]:
     images = [Image.open(p).convert("RGB") for p in _photo_paths()]
     images.append(Image.fromarray(data.astronaut()))
     return images
-
-
-def jpeg_bytes(image: Image.Image, size: int = 160) -> bytes:
-    image = image.copy()
-    image.thumbnail((size, size))
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
 
 
 def write_shards(root: Path, photos: list[Image.Image], num_shards: int, per_shard: int) -> Path:
@@ -149,123 +141,7 @@ def tiny_config(tmp_path):
     return make
 
 
-# --- labelled shards for the post-training heads --------------------------------------------
-
-
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    lum = rgb.astype(np.float64).mean(-1) / 255
-    return gaussian_filter(lum, sigma=2)
-
-
-def pose_template(rng: np.random.Generator) -> np.ndarray:
-    """308 keypoints in box-normalised coordinates, mirror-symmetric: left/right pairs mirror each other."""
-    from curation.training.heads import keypoints308 as kp
-
-    xy = np.zeros((kp.NUM_KEYPOINTS, 2))
-    for i, j in enumerate(kp.FLIP_INDICES):
-        if i < j:
-            xy[i] = rng.uniform([0.05, 0.05], [0.45, 0.95])
-            xy[j] = [1 - xy[i, 0], xy[i, 1]]
-        elif i == j:
-            xy[i] = [0.5, rng.uniform(0.05, 0.95)]
-    return xy
-
-
-def labelled_sample(task: str, photo: Image.Image, size: int, rng: np.random.Generator) -> dict:
-    """A sample whose label is a function of the image, so that a model can learn it."""
-    image = photo.convert("RGB").resize((size, size), Image.BICUBIC)
-    rgb = np.asarray(image)
-    H, W = rgb.shape[:2]
-    sample = {"jpg": jpeg_bytes(image, size)}
-    if task == "seg":
-        lum = _luminance(rgb)
-        red = (rgb[..., 0] > rgb[..., 1]) & (rgb[..., 0] > rgb[..., 2])
-        left = np.arange(W)[None, :] < W // 2
-        labels = np.where(red, np.where(left, 11, 20), 22)  # left/right upper arm, torso
-        labels = np.where(lum < 0.3, 0, labels).astype(np.uint8)
-        labels[:4, :4] = 255  # an ignored corner
-        sample["seg.png"] = _png(Image.fromarray(labels, mode="L"))
-    elif task in ("normal", "pointmap"):
-        height = _luminance(rgb) * 8
-        gy, gx = np.gradient(height)
-        normals = np.stack([-gx, -gy, np.ones_like(gx)], -1)
-        normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
-        if task == "normal":
-            sample["normal.npy"] = _npy(normals.astype(np.float32))
-        else:
-            f = 1.2 * W
-            z = 2.0 + height / 4
-            u, v = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
-            points = np.stack([(u - W / 2) * z / f, (v - H / 2) * z / f, z], -1)
-            sample["pointmap.npy"] = _npy(points.astype(np.float32))
-            sample["intrinsics.json"] = json.dumps({"fx": f, "fy": f, "cx": W / 2, "cy": H / 2})
-        sample["mask.png"] = _png(
-            Image.fromarray(((_luminance(rgb) > 0.05) * 255).astype(np.uint8), mode="L")
-        )
-    elif task == "albedo":
-        from scipy.ndimage import gaussian_filter
-
-        albedo = gaussian_filter(rgb.astype(np.float64), sigma=(1.5, 1.5, 0))
-        sample["albedo.png"] = _png(Image.fromarray(albedo.clip(0, 255).astype(np.uint8)))
-    elif task == "pose":
-        box = np.array([0.2 * W, 0.1 * H, 0.8 * W, 0.9 * H])
-        xy = pose_template(np.random.default_rng(7)) + rng.normal(0, 0.01, (308, 2))
-        xy = box[:2] + xy * (box[2:] - box[:2])
-        visible = np.where(rng.uniform(size=308) < 0.9, 2, 0)
-        kpts = np.concatenate([xy, visible[:, None]], 1)
-        sample["pose.json"] = json.dumps({"keypoints": kpts.tolist(), "box": box.tolist()})
-    return sample
-
-
-def _png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
-def write_labelled_shards(
-    root: Path, task: str, photos: list[Image.Image], samples: int, size: int = 64
-) -> Path:
-    """One shard of `samples` labelled samples + manifest; returns the manifest path."""
-    import webdataset as wds
-
-    shard_dir = root / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    path = shard_dir / "000000.tar"
-    with wds.TarWriter(str(path)) as writer:
-        for i in range(samples):
-            writer.write(
-                {"__key__": f"{task}_{i:04d}", **labelled_sample(task, photos[i % len(photos)], size, rng)}
-            )
-    blob = path.read_bytes()
-    manifest = shard_dir / "manifest.json"
-    manifest.write_text(
-        json.dumps(
-            {
-                "shards": [
-                    {
-                        "path": path.name,
-                        "samples": samples,
-                        "bytes": len(blob),
-                        "sha256": hashlib.sha256(blob).hexdigest(),
-                    }
-                ],
-                "counts": {"samples": samples},
-                "config_hash": "test",
-                "code_version": "test",
-            }
-        )
-    )
-    return manifest
+# --- labelled shards for the post-training heads (samples made in labelled_data.py) -----------
 
 
 HEAD_TINY = {

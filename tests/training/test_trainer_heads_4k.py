@@ -35,10 +35,14 @@ def test_heads_on_the_4k_grid_reach_the_label_resolution(task, labelled, head_co
     assert model.backbone.token_stride == 64 and cfg.model.window_layers == 1
     batch = _batch(cfg, labelled(task))
     out = model(batch["image"])
-    target = {"pose": "heatmaps", "seg": "labels", "normal": "normals", "albedo": "albedo"}.get(task, "points")
+    target = {"pose": "heatmaps", "seg": "labels", "normal": "normals", "albedo": "albedo"}.get(
+        task, "points"
+    )
     pred = out["points"] if task == "pointmap" else out
     # Dense maps at the input resolution, pose heatmaps at 1/4 of it: the labels' shapes.
-    assert pred.shape[-2:] == batch[target].shape[-2:] == ((SIZE // 4,) * 2 if task == "pose" else (SIZE,) * 2)
+    assert (
+        pred.shape[-2:] == batch[target].shape[-2:] == ((SIZE // 4,) * 2 if task == "pose" else (SIZE,) * 2)
+    )
     losses = TASKS[task].loss(out, batch, cfg)
     assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
     losses["loss"].backward()
@@ -52,7 +56,9 @@ def test_an_input_size_off_the_4k_grid_is_a_config_error(head_config):
         build_task_model(cfg)
 
 
-def test_a_head_checkpoint_rebuilds_an_overridden_window_stage(tmp_path, shards, tiny_config, labelled, head_config):
+def test_a_head_checkpoint_rebuilds_an_overridden_window_stage(
+    tmp_path, shards, tiny_config, labelled, head_config
+):
     # Pretraining with 2 window layers where the tiny 4K size defaults to 1: the name alone would
     # rebuild a different architecture, so the head checkpoint has to carry the override.
     pre = tiny_config(
