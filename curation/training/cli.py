@@ -40,11 +40,14 @@ def pretrain(
     """Joint MAE + [CLS] self-distillation pretraining of a Sapiens2 backbone."""
     from curation.training.backbone import list_sizes
     from curation.training.config import load_pretrain_config
+    from curation.training.progress import require_tensorboard
 
     try:
         cfg = load_pretrain_config(config, set_ or (), data__data=data, model__name=model)
         if cfg.model.name not in list_sizes():
             raise ConfigError(f"unknown model {cfg.model.name!r}; known: {', '.join(list_sizes())}")
+        if cfg.train.tensorboard:
+            require_tensorboard()  # refuse now, not after the model is built
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
     from curation.training.trainer import pretrain as run_pretrain
@@ -74,11 +77,14 @@ def head(
 ) -> None:
     """Train a task head on a pretrained backbone (frozen, or fine-tuned with layer-wise LR decay)."""
     from curation.training.heads.config import load_head_config
+    from curation.training.progress import require_tensorboard
 
     try:
         cfg = load_head_config(
             config, set_ or (), task=task, data__data=data, model__backbone=backbone, model__mode=mode
         )
+        if cfg.train.tensorboard:
+            require_tensorboard()
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
     from curation.training.heads.trainer import train_head

@@ -94,7 +94,7 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 1000
     keep_checkpoints: int = 2  # numbered checkpoints kept besides checkpoint-last.pt
-    tensorboard: bool = True  # only if the tensorboard package is installed
+    tensorboard: bool = False  # also write OUT/tensorboard/ (needs the optional tensorboard package)
     progress: str = "auto"  # auto (rich bar on a TTY, lines otherwise) | bar | lines | off
 
 

@@ -1,5 +1,5 @@
 """Training logs: a rich progress bar on a terminal, plain lines otherwise, always `metrics.jsonl`,
-and TensorBoard when the package is installed (it is optional, not a dependency)."""
+and TensorBoard when asked (`train.tensorboard`; the package is optional, not a dependency)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,21 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from curation.config import ConfigError
+
+
+def require_tensorboard():
+    """`SummaryWriter`, or a one-line ConfigError naming the fix. Asked-for TensorBoard logs that
+    silently never appear are worse than a refusal at start-up, before any step is spent."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "train.tensorboard is true but the tensorboard package is not installed: "
+            "pip install tensorboard, or --set train.tensorboard=false"
+        ) from None
+    return SummaryWriter
 
 
 def _fmt(v: Any) -> str:
@@ -24,7 +39,7 @@ class MetricsLogger:
         total_steps: int,
         start_step: int,
         mode: str = "auto",
-        tensorboard: bool = True,
+        tensorboard: bool = False,
         title: str = "pretrain",
     ):
         self.out_dir = out_dir
@@ -48,14 +63,7 @@ class MetricsLogger:
                 "pretrain", total=total_steps, completed=start_step, metrics=""
             )
             self.progress.start()
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(log_dir=str(out_dir / "tensorboard"))
-            except ImportError:  # tensorboard not installed: jsonl and the console still have everything
-                self.tb = None
+        self.tb = require_tensorboard()(log_dir=str(out_dir / "tensorboard")) if tensorboard else None
         self.last_time = time.perf_counter()
         self.last_step = start_step
 
