@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DEFAULT_KEEP = ("-resolution", "-aesthetic", "id")
 _DERIVED = {"resolution": ("width", "height")}
@@ -71,9 +72,11 @@ def _as_float(column: Any) -> np.ndarray:
 def _as_sortable(column: Any) -> np.ndarray:
     if isinstance(column, (pa.Array, pa.ChunkedArray)):
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            # strings rank by their sorted position so that they can be negated for "-name"
-            values = np.asarray(column.to_pylist(), dtype=object)
-            return np.unique(values.astype(str), return_inverse=True)[1]
+            # strings rank by their sorted position so that they can be negated for "-name";
+            # Arrow's C++ rank (UTF-8 byte order = code point order), nulls as nan: they lose
+            dense = pc.rank(column, sort_keys="ascending", tiebreaker="dense")
+            return np.where(pc.is_null(column).to_numpy(zero_copy_only=False), np.nan,
+                            dense.to_numpy().astype(np.float64))
         return _as_float(column)
     arr = np.asarray(column)
     if arr.dtype.kind in "OUS":

@@ -25,7 +25,7 @@ import pyarrow as pa
 from curation.config import StageConfig
 from curation.dedup import cache
 from curation.dedup.duplicate_graph import band_rows, partition_edges, resolve
-from curation.dedup.hamming_bands import choose_num_blocks, make_layout
+from curation.dedup.hamming_bands import BandLayout, choose_num_blocks, make_layout
 from curation.dedup.keep_policy import DEFAULT_KEEP, KeepPolicy
 from curation.dedup.perceptual_hash import DEFAULT_DECODE_MIN_SIDE, phash_many
 from curation.dedup.ray_ops import attach, by_partition, finalize
@@ -60,6 +60,15 @@ def upstream_columns(stage: Stage, columns: tuple[str, ...]) -> list[str]:
     run_stages = (stage.config.run.stages if stage.config is not None else None) or list(all_stages())
     before = run_stages[: run_stages.index(stage.name)] if stage.name in run_stages else run_stages
     return [c for c in columns if producer_of(c) in before]
+
+
+def band_plan(n: int, cfg: PhashConfig, num_cpus: float) -> tuple[BandLayout, int]:
+    """(band layout, shuffle partitions) for n hashed rows: what `run_global` uses, and what
+    bench/bench_phash_scale.py replays in-process."""
+    blocks = cfg.num_blocks or choose_num_blocks(n, cfg.max_distance, margin_bits=-math.log2(cfg.bucket_rows))
+    layout = make_layout(cfg.max_distance, blocks)
+    n_parts = cfg.partitions or max(int(num_cpus), math.ceil(n * (len(layout.tables) + 1) / cfg.rows_per_partition))
+    return layout, n_parts
 
 
 def _hash_batch(batch: pa.Table, decode_min_side: int, extra: list[str]) -> pa.Table:
@@ -144,14 +153,11 @@ class PhashStage(Stage):
         hashed = self.hashes(ds, ctx)
         names = hashed.schema().names
         attrs = [c for c in policy.columns() if c in names and c != "id"]
-        n = hashed.count()
-        blocks = cfg.num_blocks or choose_num_blocks(n, cfg.max_distance, margin_bits=-math.log2(cfg.bucket_rows))
-        layout = make_layout(cfg.max_distance, blocks)
-        n_parts = cfg.partitions or max(int(ctx.num_cpus), math.ceil(n * (len(layout.tables) + 1) / cfg.rows_per_partition))
+        layout, n_parts = band_plan(hashed.count(), cfg, ctx.num_cpus)
         bands = hashed.map_batches(_bands_of_hashed, batch_format="pyarrow",
                                    fn_kwargs={"layout": layout, "n_partitions": n_parts, "attrs": attrs})
         edges = by_partition(bands, n_parts, partition_edges, shuffle=cfg.shuffle,
-                             max_distance=cfg.max_distance, attrs=attrs)
+                             max_distance=cfg.max_distance, attrs=attrs, layout=layout)
         parts = [t for t in ray.get(edges.to_arrow_refs()) if t.num_rows]
         edge_table = pa.concat_tables(parts, promote_options="permissive") if parts else None
         lookup = resolve(edge_table, policy, attrs) if edge_table is not None else resolve(
