@@ -174,12 +174,23 @@ def _verify_adjacent(packed: np.ndarray, same: np.ndarray, idx_bits: int, hashes
     shift, mask = np.uint64(idx_bits), np.uint64((1 << idx_bits) - 1)
     out_a, out_b = [], []
     active, offset = same, 1
+    # Full buckets (the phash stage's partitions at 10M rows: ~5 rows a bucket) have more
+    # candidates than rows: one gather of the hashes into key order then makes every offset's
+    # reads ascending instead of random over the whole array (16% less CPU there, 7% more at
+    # 1M rows, where most rows share no bucket)
+    rows = (packed & mask).astype(np.int64) if 2 * len(same) > len(packed) else None
+    in_order = hashes[rows] if rows is not None else None
     while len(active):
-        ra = (packed[active] & mask).astype(np.int64)
-        rb = (packed[active + offset] & mask).astype(np.int64)
-        close = np.bitwise_count(hashes[ra] ^ hashes[rb]) <= max_distance
-        out_a.append(ra[close])
-        out_b.append(rb[close])
+        if rows is not None:
+            hit = active[np.bitwise_count(in_order[active] ^ in_order[active + offset]) <= max_distance]
+            out_a.append(rows[hit])
+            out_b.append(rows[hit + offset])
+        else:
+            ra = (packed[active] & mask).astype(np.int64)
+            rb = (packed[active + offset] & mask).astype(np.int64)
+            close = np.bitwise_count(hashes[ra] ^ hashes[rb]) <= max_distance
+            out_a.append(ra[close])
+            out_b.append(rb[close])
         offset += 1
         active = active[active + offset < len(packed)]
         active = active[(packed[active + offset] >> shift) == (packed[active] >> shift)]
