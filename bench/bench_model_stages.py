@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -84,83 +83,113 @@ def time_stage(stage, table: pa.Table, repeat: int) -> tuple[float, float, float
     return setup_s, best, cpu, {c: pa.concat_arrays(v) for c, v in outs.items()}
 
 
-class TreeCPU:
-    """CPU seconds of this process's descendants (Ray's raylet, GCS, workers), sampled every 0.25 s
-    so that workers which exit before the end are still counted (up to one interval lost each)."""
+STARTUP = """
+import sys, time
+c0 = time.process_time()
+from curation.config import load_config
+from curation.stage_chain import FusedStageRunner
+from curation.stages.registry import get_stage
+cfg = load_config(None, sys.argv[2:])
+FusedStageRunner([(get_stage(n), [], 16) for n in sys.argv[1].split("+")], cfg, 1)
+print(time.process_time() - c0)
+"""
 
-    def __init__(self):
-        import psutil
 
-        self.me = psutil.Process()
-        self.last: dict[int, float] = {}
-        self.names: dict[int, str] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.loads: list[float] = []  # 1-minute load average, sampled every ~5 s
-        # (wall s, threads of the run in state R): runnable = running or waiting for a core, so
-        # min(R, cores) / cores is how well the pipeline keeps the cores fed, whatever other
-        # people's jobs take of them (wall time cannot say that on a shared machine).
-        self.runnable: list[tuple[float, int]] = []
-        self.own = 0.0  # CPU s of this sampling thread, taken out of the run's CPU
+def actor_startup_cpu(names: list[str], overrides: list[str]) -> float:
+    """CPU s to build one actor's runner for `names` in a fresh process (imports, model loads,
+    `setup()`): what each actor of the pipeline pays before its first batch (Ray's import aside)."""
+    import subprocess
+    import sys
 
-    def _count_runnable(self, pids) -> int:
-        me = threading.get_native_id()
-        n = 0
-        for pid in pids:
-            try:
-                tids = os.listdir(f"/proc/{pid}/task")
-            except OSError:
-                continue
-            for tid in tids:
-                if int(tid) == me:
-                    continue
-                try:
-                    with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                        stat = f.read()
-                except OSError:
-                    continue
-                n += stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] == b"R"
-        return n
+    out = subprocess.run([sys.executable, "-c", STARTUP, "+".join(names), *overrides], capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
-    def _run(self):
-        tick = 0
-        while not self.stop.is_set():
-            c0 = time.thread_time()
-            if tick % 20 == 0:
-                self.loads.append(os.getloadavg()[0])
-            tick += 1
-            pids = [self.me.pid, *self.last]
-            self.runnable.append((time.perf_counter(), self._count_runnable(pids)))
-            for p in self.me.children(recursive=True):
-                try:
-                    t = p.cpu_times()
-                    self.last[p.pid] = t.user + t.system
-                    if not self.names.get(p.pid, "python").startswith(("ray::MapWorker", "raylet", "gcs")):
-                        # Ray retitles a worker once it has a job: ray::IDLE, ray::MapWorker(...)
-                        cmd = p.cmdline()
-                        self.names[p.pid] = Path(cmd[0]).name[:48] if cmd else p.name()
-                except Exception:  # noqa: BLE001, S112 - a process that just exited
-                    continue
-            self.own += time.thread_time() - c0
-            self.stop.wait(0.25)
 
-    def __enter__(self):
-        self.thread.start()
-        return self
+from proc_tree import TreeCPU  # noqa: E402 - bench/ is on sys.path when run as a script
 
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
-    @property
-    def seconds(self) -> float:
-        return sum(self.last.values())
+def actor_pools(cfg, cores: int) -> dict[str, tuple[list[str], int]]:
+    """The runner's actor pools for the per-image job on a `cores`-CPU local Ray (none started):
+    pool name -> (model stages it loads, actors)."""
+    from curation import ray_runtime
+    from curation.stage_chain import StageGroup, fusable_groups
+    from curation.stages.registry import get_stage
 
-    def by_name(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for pid, t in self.last.items():
-            out[self.names.get(pid, "?")] = out.get(self.names.get(pid, "?"), 0.0) + t
-        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+    saved = ray_runtime.cluster_totals
+    ray_runtime.cluster_totals = lambda: (float(cores), 0.0)
+    try:
+        units = fusable_groups([get_stage(n)(cfg) for n in ["decode", *MODEL_STAGES, "filter"]], 0.0,
+                               cfg.run.fuse_cpu_stages)
+        placed = ray_runtime.place(units)
+    finally:
+        ray_runtime.cluster_totals = saved
+    members = {u.name: [s.name for s in u.stages] if isinstance(u, StageGroup) else [u.name] for u in units}
+    return {u.name: ([m for m in members[u.name] if m in MODEL_STAGES], placed[u.name].pool_max)
+            for u in units if u.stateful}
+
+
+def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int, stage_cpu: float,
+            implied: float, results: dict, cores: int) -> dict:
+    """Run the per-image DAG through `run_pipeline` and print how close it came to `implied`."""
+    from curation.config import load_config
+    from curation.pipeline import run_pipeline
+
+    cfg = load_config(None, overrides)
+    print(f"\n## pipeline, {label} ({overrides[-1]})")
+    t0, c0 = time.perf_counter(), time.process_time()
+    marks: list[tuple[list[str], float]] = []  # (stages of the job, tree CPU s) at each shard done
+    job_marks: list[tuple[str, float]] = []  # the map job's events: (event, wall s)
+    with TreeCPU() as tree:
+        def on_event(e: dict) -> None:
+            marks.append((e.get("stages", []), tree.seconds + time.process_time() - c0 - tree.own))
+            if "detect" in e.get("stages", []) and e.get("event") in ("job_start", "shard_done"):
+                job_marks.append((e["event"], time.perf_counter()))
+
+        run_pipeline(cfg, str(crawl), str(out), on_event=on_event)
+    wall = time.perf_counter() - t0
+    run_cpu = tree.seconds + (time.process_time() - c0) - tree.own  # whole run, Ray start to shutdown
+    # The map job's own CPU: from ingest's last shard to the fused job's last shard (ingest,
+    # shard and Ray start/stop left out; actor start-up and all plumbing left in).
+    ingest_end = max((c for st, c in marks if st == ["ingest"]), default=0.0)
+    job_end = max((c for st, c in marks if "detect" in st), default=run_cpu)
+    timing = json.loads((out / "detect" / "timing.json").read_text())  # the fused map job
+    achieved = rows / timing["seconds"]  # decode rejects the broken files in microseconds
+    job_cpu = job_end - ingest_end
+    work_share = stage_cpu / job_cpu
+    starts = [t for ev, t in job_marks if ev == "job_start"]
+    done = [t for ev, t in job_marks if ev == "shard_done"]
+    first_shard_s = done[0] - starts[0] if starts and done else float("nan")
+    load_during = sum(tree.loads) / max(1, len(tree.loads))
+    t_end = done[-1] if done else float("inf")
+    fed = [min(k, cores) / cores for t, k in tree.runnable if starts and starts[0] <= t <= t_end]
+    fed_share = sum(fed) / max(1, len(fed))
+    pools = actor_pools(cfg, cores)
+    startup = {name: actor_startup_cpu(models, overrides) for name, (models, _) in pools.items()}
+    startup_cpu = sum(startup[name] * k for name, (_, k) in pools.items())
+    res = {"overrides": overrides, "pipeline_rows": rows, "pipeline_wall_s": wall, "map_job_s": timing["seconds"],
+           "fused": timing.get("fused_with"), "achieved_img_per_s": achieved, "efficiency": achieved / implied,
+           "run_cpu_s": run_cpu, "map_job_cpu_s": job_cpu, "cores_used_by_map_job": job_cpu / timing["seconds"],
+           "stage_work_share_of_map_job_cpu": work_share, "cores_fed": fed_share,
+           "cpu_efficiency_estimate": work_share * fed_share, "first_shard_s": first_shard_s,
+           "load_avg_during_pipeline": load_during, "pools": {k: v[1] for k, v in pools.items()},
+           "actor_startup_cpu_s": startup, "startup_cpu_s": startup_cpu, "cpu_by_process": tree.by_name()}
+    print(f"map job {'+'.join(timing.get('fused_with') or [])}: {rows} rows in {timing['seconds']:.1f} s = "
+          f"{achieved:.2f} img/s (whole run incl. Ray start/stop {wall:.1f} s)")
+    print(f"pipeline efficiency (achieved / implied): {achieved / implied:.2f} (load avg during the pipeline "
+          f"{load_during:.1f})")
+    print(f"cores fed (mean min(runnable threads, {cores}) / {cores} over the map job): {fed_share:.2f}; "
+          f"x stage work share {work_share:.2f} = {work_share * fed_share:.2f}, the efficiency the "
+          f"pipeline would show alone on the machine (an estimate; sampler CPU {tree.own:.1f} s left out)")
+    print(f"first shard done {first_shard_s:.1f} s after the job started")
+    print("actor pools: " + ", ".join(f"{k} x{v[1]}" for k, v in pools.items()) + "; CPU s per actor start-up "
+          + ", ".join(f"{k} {v:.1f}" for k, v in startup.items())
+          + f" -> {startup_cpu:.1f} CPU s = {startup_cpu / job_cpu:.2f} of the map job's CPU")
+    print(f"CPU: stages alone {stage_cpu:.1f} s; the map job's process tree {job_cpu:.1f} s "
+          f"(= {job_cpu / timing['seconds']:.2f} of {cores} cores on average) -> stage work is "
+          f"{work_share:.2f} of the map job's CPU (whole run incl. ingest, shard, Ray: {run_cpu:.1f} s)")
+    print("CPU s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in tree.by_name().items() if v >= 1.0))
+    return res
 
 
 def main() -> None:
@@ -171,6 +200,8 @@ def main() -> None:
     ap.add_argument("--stages-only", action="store_true", help="skip the pipeline run")
     ap.add_argument("--copies", type=int, default=3,
                     help="the pipeline reads this many copies of the crawl, to amortise 5 actors' start-up")
+    ap.add_argument("--compare-unfused", action="store_true",
+                    help="also run the DAG with one actor pool per stage (run.fuse_cpu_stages=false)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -218,74 +249,21 @@ def main() -> None:
           f"cores: {implied:.2f} img/s")
 
     if not args.stages_only:
-        from curation.pipeline import run_pipeline
-
-        out, big = tmp / "out", tmp / "crawl-copies"
+        big = tmp / "crawl-copies"
         for k in range(args.copies):  # same images, distinct names: the per-image work is what we measured
             for f in sorted(crawl.rglob("*")):
                 if f.is_file():
                     dest = big / f.relative_to(crawl).parent / f"c{k}_{f.name}"
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     dest.write_bytes(f.read_bytes())
-        t0, c0 = time.perf_counter(), time.process_time()
-        marks: list[tuple[list[str], float]] = []  # (stages of the job, tree CPU s) at each shard done
-        job_marks: list[tuple[str, float, int]] = []  # the map job's events: (event, wall s, rows)
-        with TreeCPU() as tree:
-            def on_event(e: dict) -> None:
-                marks.append((e.get("stages", []), tree.seconds + time.process_time() - c0 - tree.own))
-                if "detect" in e.get("stages", []) and e.get("event") in ("job_start", "shard_done"):
-                    job_marks.append((e["event"], time.perf_counter(), e.get("rows", 0)))
-
-            run_pipeline(cfg, str(big), str(out), on_event=on_event)
-        wall = time.perf_counter() - t0
-        run_cpu = tree.seconds + (time.process_time() - c0) - tree.own  # whole run, Ray start to shutdown
-        # The map job's own CPU: from ingest's last shard to the fused job's last shard (ingest,
-        # shard and Ray start/stop left out; actor start-up and all plumbing left in).
-        ingest_end = max((c for st, c in marks if st == ["ingest"]), default=0.0)
-        job_end = max((c for st, c in marks if "detect" in st), default=run_cpu)
-        timing = json.loads((out / "detect" / "timing.json").read_text())  # the fused map job
-        rows = n * args.copies
-        achieved = rows / timing["seconds"]  # decode rejects the broken files in microseconds
-        job_cpu = job_end - ingest_end
-        work_share = stage_cpu * args.copies / job_cpu
-        bound = min(implied, n / max(r["seconds"] for r in results.values()))
-        # Start-up and steady state, reported beside (never instead of) the whole-job figure: the
-        # first shard's wall time holds actor start-up (imports, model loads) and the DAG's fill;
-        # shards done after it give the rate once every stage has work.
-        starts = [t for ev, t, _ in job_marks if ev == "job_start"]
-        done = [(t, r) for ev, t, r in job_marks if ev == "shard_done"]
-        first_shard_s = done[0][0] - starts[0] if starts and done else float("nan")
-        steady = (sum(r for _, r in done[1:]) / (done[-1][0] - done[0][0])) if len(done) > 2 else float("nan")
-        load_during = sum(tree.loads) / max(1, len(tree.loads))
-        t_end = done[-1][0] if done else float("inf")
-        fed = [min(k, cores) / cores for t, k in tree.runnable if starts and starts[0] <= t <= t_end]
-        fed_share = sum(fed) / max(1, len(fed))
-        summary.update(cores_fed=fed_share, sampler_cpu_s=tree.own,
-                       cpu_efficiency_estimate=work_share * fed_share)
-        summary.update(first_shard_s=first_shard_s, steady_img_per_s=steady, steady_efficiency=steady / implied,
-                       load_avg_during_pipeline=load_during)
-        summary.update(pipeline_rows=rows, pipeline_wall_s=wall, map_job_s=timing["seconds"], fused=timing.get("fused_with"),
-                       achieved_img_per_s=achieved, efficiency=achieved / implied, run_cpu_s=run_cpu,
-                       map_job_cpu_s=job_cpu, cores_used_by_map_job=job_cpu / timing["seconds"],
-                       stage_cpu_s=stage_cpu, stage_work_share_of_map_job_cpu=work_share,
-                       cores_used_during_run=run_cpu / wall, one_actor_bound_img_per_s=bound,
-                       load_avg_after=os.getloadavg()[0])
-        print(f"pipeline: map job {'+'.join(timing.get('fused_with') or [])}: {rows} rows in "
-              f"{timing['seconds']:.1f} s = {achieved:.2f} img/s (whole run incl. Ray start/stop {wall:.1f} s)")
-        print(f"pipeline efficiency (achieved / implied): {achieved / implied:.2f} (load avg during the pipeline "
-              f"{load_during:.1f}, before the stages alone {summary['load_avg_before']:.1f})")
-        print(f"cores fed (mean min(runnable threads, {cores}) / {cores} over the map job): {fed_share:.2f}; "
-              f"x stage work share {work_share:.2f} = {work_share * fed_share:.2f}, the efficiency the "
-              f"pipeline would show alone on the machine (an estimate; sampler CPU {tree.own:.1f} s left out)")
-        print(f"start-up + fill: first shard done {first_shard_s:.1f} s after the job started; after it "
-              f"{steady:.2f} img/s = {steady / implied:.2f} of implied")
-        print(f"CPU: stages alone {stage_cpu * args.copies:.1f} s; the map job's process tree {job_cpu:.1f} s "
-              f"(= {job_cpu / timing['seconds']:.2f} of {cores} cores on average) -> stage work is "
-              f"{work_share:.2f} of the map job's CPU (whole run incl. ingest, shard, Ray: {run_cpu:.1f} s)")
-        print("CPU s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in tree.by_name().items() if v >= 1.0))
-        summary["cpu_by_process"] = tree.by_name()
-        print(f"bound with one actor per stage (slowest stage alone): {bound:.2f} img/s "
-              f"= {bound / implied:.2f} of implied; load avg now {os.getloadavg()[0]:.2f}")
+        layouts = {"fused": "run.fuse_cpu_stages=true"}
+        if args.compare_unfused:
+            layouts["one pool per stage"] = "run.fuse_cpu_stages=false"
+        for label, flag in layouts.items():
+            res = run_dag(label, [*OVERRIDES, flag], big, tmp / f"out-{len(summary)}", n * args.copies,
+                          stage_cpu * args.copies, implied, results, cores)
+            summary[label] = res
+            print(f"  -> {label}: efficiency {res['efficiency']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
 

@@ -33,9 +33,17 @@ from curation.manifests.store import RunStore
 from curation.models.weights import resolve
 from curation.run_folder import check_upstream_complete, init_run_folder, load_plan
 from curation.run_lock import run_lock
-from curation.segment_io import load_task, write_task
+from curation.segment_io import write_task
 from curation.stage_chain import FusedStageRunner, StageGroup, fusable_groups
-from curation.stage_jobs import GlobalContext, collect, job_items, run_global_stage, shard_record, sources_of
+from curation.stage_jobs import (
+    GlobalContext,
+    collect,
+    job_items,
+    loaded_rows,
+    run_global_stage,
+    shard_record,
+    sources_of,
+)
 from curation.stage_runner import StageRunner
 from curation.stages.base import Stage
 from curation.stages.registry import all_stages, get_stage, producer_of
@@ -139,7 +147,6 @@ def run_map_segment(stages: list[Stage], prev: str, store: RunStore, cfg: Config
 
 def run_map_job(stages: list[Stage], base: str, shards: list[str], store: RunStore, cfg: Config,
                 fps: dict[str, str], emit: Event, names: list[str]) -> None:
-    import ray
     from ray.data import ActorPoolStrategy
 
     from curation.ray_runtime import cluster_totals, place
@@ -161,9 +168,7 @@ def run_map_job(stages: list[Stage], base: str, shards: list[str], store: RunSto
     needed = [c for s in stages for c in s.required_columns() if c not in produced_inside]
     sources = sources_of(needed, names[: names.index(stages[0].name)])
     items = job_items(store, pending, base, sources)
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(load_task, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
-                        fn_kwargs={"base_stage": base, "columns_by_stage": sources})
+    ds = loaded_rows(items, base, sources)
     units = fusable_groups(stages, cluster_totals()[1], cfg.run.fuse_cpu_stages)
     placement = place(units)
     for u in units:

@@ -56,6 +56,27 @@ def sources_of(columns: list[str], before: list[str]) -> dict[str, list[str]]:
     return dict(out)
 
 
+# Ray Data's own default for task retries (ray/data/_internal/remote_fn.py), stated explicitly.
+LOAD_ARGS = {"num_cpus": 0.5, "max_retries": -1}
+
+
+def loaded_rows(items: list[dict], base: str, sources: dict[str, list[str]]) -> Any:
+    """A Ray Dataset of the job's rows: one load task per input shard (`items`).
+
+    The load op must never be fused into the op after it. Ray Data fuses a task op into the next
+    (task or actor) op whenever their remote args are equal, and the fused op then bundles
+    *input items* up to the next op's batch size: a 32-row chain behind a fused loader got all
+    18 shards of a job in one bundle, so one actor did the whole job while the other idled
+    (measured: 1.01 of 2 cores used). Naming `max_retries` (at Ray Data's default, so retries
+    are unchanged) makes the loader's args differ from every stage op's, which never name it.
+    """
+    import ray
+
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    return ds.map_batches(load_task, batch_size=1, batch_format="pyarrow", **LOAD_ARGS,
+                          fn_kwargs={"base_stage": base, "columns_by_stage": sources})
+
+
 def shard_record(fp: str, rows: int, kept: int, rejects: dict[str, int], parts: list[str], **extra) -> dict:
     return {"fingerprint": fp, "in": rows, "kept": kept, "rejects": dict(rejects), "parts": parts,
             "finished_at": time.time(), **extra}
@@ -127,9 +148,7 @@ def run_global_stage(stage: Stage, prev: str, store: RunStore, cfg: Config, fps:
     expected = {sh: base_done[sh]["kept"] for sh in plan}
     sources = sources_of(list(stage.required_columns()), names[: names.index(stage.name)])
     items = job_items(store, plan, prev, sources)
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(load_task, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
-                        fn_kwargs={"base_stage": prev, "columns_by_stage": sources})
+    ds = loaded_rows(items, prev, sources)
     ctx = GlobalContext(config=cfg, store=store, cache_uri=store.uri(stage.name, "cache"),
                         input_fingerprint=fps[prev], seed=cfg.run.seed, num_cpus=ray.cluster_resources().get("CPU", 1))
     out = stage.run_global(ds, ctx)

@@ -98,3 +98,44 @@ def test_a_chain_equals_its_stages_one_after_the_other():
     assert all(by_id[f"r{i}"]["person_boxes"] is None for i in range(5, 9))  # detect never saw them
     assert all(by_id[f"r{i}"]["person_boxes"] is not None for i in (*range(5), 9, 10))
     assert chain.runners[1][1] == 4
+
+
+def test_the_loader_is_never_fused_into_the_chain(ray_local, tmp_path):
+    # With the loader fused in, Ray Data bundled the job's input *items* (one per shard) up to
+    # the chain's batch size of rows: one actor got every shard and the other idled.
+    from ray.data import ActorPoolStrategy
+
+    from curation.manifests.store import RunStore
+    from curation.stage_jobs import LOAD_ARGS, loaded_rows
+
+    class CountRows:  # defined here: cloudpickle ships a local class by value to the workers
+        def __init__(self, config):  # constructor args, as the chain has: the case that fused
+            self.config = config
+
+        def __call__(self, table: pa.Table) -> pa.Table:
+            import os
+
+            return pa.table({"pid": [os.getpid()], "rows": [table.num_rows]})
+
+    store = RunStore(str(tmp_path))
+    items = []
+    for k in range(8):
+        shard = f"s{k}"
+        n = 16
+        table = pa.table({"id": [f"{shard}-{i}" for i in range(n)], "input_shard": [shard] * n,
+                          "reject": pa.nulls(n, pa.string()), "x": list(range(n))})
+        part = store.write_part("ingest", shard, table)
+        store.write_done("ingest", shard, {"fingerprint": "f", "in": n, "kept": n, "rejects": {}, "parts": [part]})
+        rec = store.done_records("ingest")[shard]
+        items.append({"shard": shard, "records": __import__("json").dumps(
+            {"ingest": {k2: rec[k2] for k2 in ("_root", "stage", "shard", "parts")}})})
+    ds = loaded_rows(items, "ingest", {"ingest": ["x"]})
+    # the chain's num_cpus equal to the loader's: exactly the case that fused before
+    ds = ds.map_batches(CountRows, fn_constructor_args=({"a": 1},), batch_size=32, batch_format="pyarrow", num_cpus=LOAD_ARGS["num_cpus"],
+                        compute=ActorPoolStrategy(min_size=2, max_size=2))
+    out = ds.take_all()
+    ops = [line for line in ds.stats().splitlines() if line.startswith("Operator")]
+    assert not any("load_task->" in op for op in ops), ops
+    assert any("MapBatches(load_task): 8 tasks" in op for op in ops), ops  # one load task per shard
+    assert sum(r["rows"] for r in out) == 8 * 16
+    assert max(r["rows"] for r in out) <= 32  # batches of rows, not bundles of shards
