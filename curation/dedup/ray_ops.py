@@ -71,10 +71,11 @@ def with_shuffle(ds: Any, shuffle: str, n_partitions: int = 1) -> Any:
     return ds
 
 
-def by_partition(ds: Any, n_partitions: int, fn: Callable[..., pa.Table], key: str = PART,
+def by_partition(ds: Any, n_partitions: int, fn: Callable[..., pa.Table], key: str | list[str] = PART,
                  shuffle: str = "auto", **fn_kwargs: Any) -> Any:
     """`fn(rows_of_one_key, **fn_kwargs) -> table` over a dataset, grouped by `key` (default
-    `_part`) into `n_partitions` shuffle partitions."""
+    `_part`; a list of columns groups by their combination) into `n_partitions` shuffle
+    partitions."""
     return with_shuffle(ds, shuffle, n_partitions).groupby(key, num_partitions=max(1, n_partitions)).map_groups(
         fn, batch_format="pyarrow", fn_kwargs=fn_kwargs)
 
