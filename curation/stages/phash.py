@@ -8,7 +8,7 @@ Runs as four Ray Data steps (see curation/dedup/duplicate_graph.py for the algor
   band     map_batches: C(B, d) bucket rows per image + one content-hash row, `_part` = bucket mod P.
   group    groupby(_part).map_groups: exact and Hamming-verified pairs per bucket, reduced to
            star edges inside the partition. Partitions are independent, so this scales out with
-           P; memory per worker is one partition (rows_per_partition band rows, ~50 B each).
+           P; memory per worker is one partition (rows_per_partition band rows, ~70 B each).
   resolve  driver: union of the stars of the duplicates only (a fraction of the rows), keep
            policy per group, then a broadcast map or a hash join on `id` writes every row.
 At 4B rows the shuffle is the cost: 35 band rows per image (docs/global_stages.md).
@@ -42,12 +42,12 @@ class PhashConfig(StageConfig):
     keep: list[str] = field(default_factory=lambda: list(DEFAULT_KEEP))  # "-col" = higher wins
     decode_min_side: int = DEFAULT_DECODE_MIN_SIDE  # JPEG DCT-scaled decode, never below this
     num_blocks: int | None = None  # band blocks; None: fewest whose buckets hold <= bucket_rows
-    # In a shuffle a band row costs ~100 bytes moved and a popcount ~1 ns, so the stage prefers
+    # In a shuffle a band row costs ~70 bytes moved and a popcount ~1 ns, so the stage prefers
     # fewer tables with fuller buckets (4B rows: 7 blocks, 35 tables, ~30 rows a bucket) over
     # the single-machine choice (buckets < 1 row: 9 blocks, 126 tables).
     bucket_rows: float = 32.0
     partitions: int | None = None  # shuffle partitions; None = from rows_per_partition
-    rows_per_partition: int = 8_000_000  # band rows per partition, ~100 B each: memory per worker
+    rows_per_partition: int = 8_000_000  # band rows per partition, ~70 B each: memory per worker
     broadcast_max_rows: int = 2_000_000  # duplicates lookup: broadcast below, hash join above
     shuffle: str = "auto"  # Ray shuffle of the groupby: auto | sort | push | hash (ray_ops.with_shuffle)
 
