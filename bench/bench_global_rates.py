@@ -24,10 +24,9 @@ import time
 
 import faiss
 import numpy as np
-from PIL import Image
-
 from bench_phash_scale import with_exact_copies
 from phash_stage_path import hashed_table, run_stage_path
+from PIL import Image
 
 from curation.clustering import faiss_ops
 from curation.dedup.perceptual_hash import phash_uint64
@@ -69,8 +68,8 @@ def photo_jpeg(width: int, height: int) -> bytes:
 def phash_rates(repeats: int) -> None:
     for w, h in SIZES:
         data = photo_jpeg(w, h)
-        scaled = best_of(lambda: phash_uint64(data), repeats)
-        full = best_of(lambda: phash_uint64(data, None), max(2, repeats // 2))
+        scaled = best_of(lambda data=data: phash_uint64(data), repeats)
+        full = best_of(lambda data=data: phash_uint64(data, None), max(2, repeats // 2))
         print(f"pHash {w}x{h} JPEG ({len(data) / 1e6:.1f} MB): DCT-scaled decode {scaled * 1e3:6.1f} ms, "
               f"full decode {full * 1e3:6.1f} ms per image (best CPU of {repeats})", flush=True)
 
@@ -112,8 +111,8 @@ def semdedup_rates(n: int, dim: int, eps: float) -> None:
     x = x.astype(np.float16)
     for threads in (1, 2):
         faiss.omp_set_num_threads(threads)
-        groups = []
-        wall = best_wall(lambda: groups.append(similar_groups(x, eps)), 2)
+        groups: list[np.ndarray] = []
+        wall = best_wall(lambda out=groups: out.append(similar_groups(x, eps)), 2)
         print(f"semdedup similar_groups, one {n:,d} x {dim} cluster, eps {eps}, {threads} thread(s): {wall:.2f} s "
               f"(best wall of 2; {n - len(np.unique(groups[0])):,d} duplicates)", flush=True)
 

@@ -26,7 +26,6 @@ import time
 import tracemalloc
 
 import numpy as np
-
 from phash_stage_path import group_labels, hashed_table, run_stage_path, same_groups
 
 from curation.dedup.hamming_bands import choose_num_blocks, make_layout

@@ -18,7 +18,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.dedup.hamming_bands import BandLayout, first_table_masks, in_first_table, table_keys, verified_pairs
+from curation.dedup.hamming_bands import (
+    BandLayout,
+    first_table_masks,
+    in_first_table,
+    table_keys,
+    verified_pairs,
+)
 from curation.dedup.keep_policy import KeepPolicy, keepers
 from curation.dedup.ray_ops import PART, part_of
 from curation.dedup.union_find import components, star_edges

@@ -4,7 +4,6 @@ Data on originals + transformed copies (JPEG q50-95, resize 0.5x-2x, crop <= 5%,
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 
 import numpy as np

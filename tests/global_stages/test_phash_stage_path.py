@@ -63,7 +63,7 @@ def labels_of(table: pa.Table, lookup: pa.Table) -> np.ndarray:
 
 @pytest.mark.parametrize("d,blocks,n_parts", [(1, None, 3), (3, 4, 5), (4, None, 7), (4, 5, 2)])
 def test_stage_path_finds_the_brute_force_groups_and_keeps_the_best(d, blocks, n_parts):
-    table, content = hashed_rows(d, seed=d + n_parts)
+    table, _ = hashed_rows(d, seed=d + n_parts)
     layout = make_layout(d, blocks) if blocks else band_plan(table.num_rows, PhashConfig(max_distance=d), 2)[0]
     lookup, n_edges = stage_path(table, layout, n_parts, d, batch=333)
     kept = labels_of(table, lookup)

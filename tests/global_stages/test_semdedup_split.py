@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from conftest import Ctx
