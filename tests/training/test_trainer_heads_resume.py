@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from crash_resume import crash_then_resume
 
 from curation.training.checkpoint import LAST
 from curation.training.heads import trainer as head_trainer
 
 pytestmark = pytest.mark.timeout(120)
 
-
-class Crash(Exception):
-    pass
 
 
 @pytest.mark.parametrize("task", ["seg", "pose"])
@@ -27,18 +25,7 @@ def test_head_resume_gives_the_same_next_step_losses(task, tmp_path, labelled, h
     uninterrupted = head_trainer.train_head(cfg, tmp_path / "a")
     assert [h["step"] for h in uninterrupted] == [1, 2, 3, 4, 5]
 
-    real_save = head_trainer.save_checkpoint
-
-    def save_then_crash(*args, **kwargs):
-        real_save(*args, **kwargs)
-        if kwargs["step"] == 2:
-            raise Crash
-
-    monkeypatch.setattr(head_trainer, "save_checkpoint", save_then_crash)
-    with pytest.raises(Crash):
-        head_trainer.train_head(cfg, tmp_path / "b")
-    monkeypatch.setattr(head_trainer, "save_checkpoint", real_save)
-    resumed = head_trainer.train_head(cfg, tmp_path / "b")
+    resumed = crash_then_resume(monkeypatch, head_trainer, lambda: head_trainer.train_head(cfg, tmp_path / "b"))
 
     assert [h["step"] for h in resumed] == [3, 4, 5]
     for a, b in zip(uninterrupted[2:], resumed, strict=True):

@@ -6,15 +6,13 @@ import json
 
 import pytest
 import torch
+from crash_resume import crash_then_resume
 
 from curation.training import trainer
 from curation.training.checkpoint import LAST
 
 pytestmark = pytest.mark.timeout(120)
 
-
-class Crash(Exception):
-    pass
 
 
 def test_resume_gives_the_same_next_step_losses(tmp_path, shards, tiny_config, monkeypatch):
@@ -23,18 +21,7 @@ def test_resume_gives_the_same_next_step_losses(tmp_path, shards, tiny_config, m
     uninterrupted = trainer.pretrain(cfg, tmp_path / "a")
     assert len(uninterrupted) == 5
 
-    real_save = trainer.save_checkpoint
-
-    def save_then_crash(*args, **kwargs):
-        real_save(*args, **kwargs)
-        if kwargs["step"] == 2:
-            raise Crash
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_crash)
-    with pytest.raises(Crash):
-        trainer.pretrain(cfg, tmp_path / "b")
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    resumed = trainer.pretrain(cfg, tmp_path / "b")
+    resumed = crash_then_resume(monkeypatch, trainer, lambda: trainer.pretrain(cfg, tmp_path / "b"))
 
     assert [h["step"] for h in resumed] == [3, 4, 5]
     for a, b in zip(uninterrupted[2:], resumed):

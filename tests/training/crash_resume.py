@@ -1,0 +1,31 @@
+"""Crash a training run right after a checkpoint is written, then resume it: both trainers'
+resume tests compare what the resumed run does next with an uninterrupted run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_then_resume(monkeypatch, module: Any, run: Callable[[], Any], at_step: int = 2) -> Any:
+    """`run()` once, crashing just after `module.save_checkpoint` wrote step `at_step`; then
+    `run()` again with the real saver, which must resume from that checkpoint. Returns the
+    resumed run's result."""
+    real_save = module.save_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        if kwargs["step"] == at_step:
+            raise Crash
+
+    monkeypatch.setattr(module, "save_checkpoint", save_then_crash)
+    with pytest.raises(Crash):
+        run()
+    monkeypatch.setattr(module, "save_checkpoint", real_save)
+    return run()
