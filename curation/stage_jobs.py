@@ -56,8 +56,9 @@ def sources_of(columns: list[str], before: list[str]) -> dict[str, list[str]]:
     return dict(out)
 
 
-# Ray Data's own default for task retries (ray/data/_internal/remote_fn.py), stated explicitly.
-LOAD_ARGS = {"num_cpus": 0.5, "max_retries": -1}
+# max_calls=0 is Ray's own default for CPU tasks (a worker runs the function any number of
+# times), stated explicitly: see loaded_rows.
+LOAD_ARGS = {"num_cpus": 0.5, "max_calls": 0}
 
 
 def loaded_rows(items: list[dict], base: str, sources: dict[str, list[str]]) -> Any:
@@ -67,8 +68,8 @@ def loaded_rows(items: list[dict], base: str, sources: dict[str, list[str]]) -> 
     (task or actor) op whenever their remote args are equal, and the fused op then bundles
     *input items* up to the next op's batch size: a 32-row chain behind a fused loader got all
     18 shards of a job in one bundle, so one actor did the whole job while the other idled
-    (measured: 1.01 of 2 cores used). Naming `max_retries` (at Ray Data's default, so retries
-    are unchanged) makes the loader's args differ from every stage op's, which never name it.
+    (measured: 1.01 of 2 cores used). Naming `max_calls` (at Ray's default, so nothing else
+    changes) makes the loader's remote args differ from every stage op's, which never name it.
     """
     import ray
 
