@@ -120,3 +120,31 @@ def test_fused_cpu_kernels_match_the_plain_ops(kv_heads):
         for ref, got in zip(*results):  # fp32 rounding only: relative to each tensor's scale
             err = ((got - ref).abs().max() / ref.abs().max()).item()
             assert err < 1e-5, err
+
+
+def test_swiglu_split_projection_matches_the_fused_linear():
+    """`SwiGLUProjFn` (gate and value GEMMs into separate buffers) equals `w12` + SwiGLU, with and
+    without bias, and when only some inputs want gradients (frozen input, frozen weights)."""
+    from curation.training.layers import SwiGLUFFN, fused_cpu_kernels
+
+    torch.manual_seed(0)
+    for bias in (True, False):
+        ffn = SwiGLUFFN(32, 64, bias=bias)
+        for p in ffn.parameters():
+            torch.nn.init.normal_(p, std=0.5)
+        x0, g = torch.randn(3, 5, 32), torch.randn(3, 5, 32)
+        for x_grad, w_grad in ((True, True), (False, True), (True, False)):
+            results = []
+            for fused in (False, True):
+                ffn.w12.requires_grad_(w_grad)
+                with fused_cpu_kernels(fused):
+                    x = x0.clone().requires_grad_(x_grad)
+                    y = ffn(x)
+                    y.backward(g)
+                grads = [x.grad] + [p.grad for p in ffn.parameters()]
+                results.append([y] + [t.clone() for t in grads if t is not None])
+                ffn.zero_grad(set_to_none=True)
+            assert len(results[0]) == len(results[1])
+            for ref, got in zip(*results):
+                err = ((got - ref).abs().max() / ref.abs().max()).item()
+                assert err < 1e-5, (bias, x_grad, w_grad, err)

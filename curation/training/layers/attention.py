@@ -42,11 +42,9 @@ def qk_norm_rope(
     xhat = qk * rstd
     out = qk.new_empty(B, H, N, Dh)
     out_bnhd = out.transpose(1, 2)  # [B, N, Hqk, Dh] view of the head-major buffer
-    if rope is None:
-        torch.mul(xhat, weight, out=out_bnhd)
-    else:
-        y = xhat * weight
-        torch.mul(_as_complex(y), rope, out=torch.view_as_complex(out_bnhd.unflatten(-1, (-1, 2))))
+    torch.mul(xhat, weight, out=out_bnhd)
+    if rope is not None:  # rotate in place: no [B, N, Hqk, Dh] temporary (a fresh, page-faulted buffer)
+        torch.view_as_complex(out_bnhd.unflatten(-1, (-1, 2))).mul_(rope)
     return out, xhat, rstd
 
 
