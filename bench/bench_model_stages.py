@@ -106,7 +106,7 @@ def actor_startup_cpu(names: list[str], overrides: list[str]) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-from proc_tree import TreeCPU  # noqa: E402 - bench/ is on sys.path when run as a script
+from proc_tree import TreeCPU
 
 
 def actor_pools(cfg, cores: int) -> dict[str, tuple[list[str], int]]:
@@ -249,6 +249,13 @@ def main() -> None:
           f"cores: {implied:.2f} img/s")
 
     if not args.stages_only:
+        from chain_without_ray import concurrent_ceiling
+
+        ceiling = concurrent_ceiling(rows, OVERRIDES, cores)
+        summary["no_ray_ceiling"] = ceiling
+        print(f"no Ray: {cores} chain processes at once, each all {n} rows: {ceiling['img_per_s']:.2f} img/s "
+              f"= {ceiling['img_per_s'] / implied:.2f} of implied (the cost of sharing the machine's caches "
+              f"and memory bandwidth; load avg {os.getloadavg()[0]:.1f})")
         big = tmp / "crawl-copies"
         for k in range(args.copies):  # same images, distinct names: the per-image work is what we measured
             for f in sorted(crawl.rglob("*")):
@@ -262,8 +269,10 @@ def main() -> None:
         for label, flag in layouts.items():
             res = run_dag(label, [*OVERRIDES, flag], big, tmp / f"out-{len(summary)}", n * args.copies,
                           stage_cpu * args.copies, implied, results, cores)
+            res["of_no_ray_ceiling"] = res["achieved_img_per_s"] / ceiling["img_per_s"]
             summary[label] = res
-            print(f"  -> {label}: efficiency {res['efficiency']:.2f}")
+            print(f"  -> {label}: efficiency {res['efficiency']:.2f}; achieved / no-Ray ceiling "
+                  f"{res['of_no_ray_ceiling']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
 

@@ -182,8 +182,7 @@ def main() -> None:
             res = summarize(rows, raw)
             if args.dump:
                 with open(f"{args.dump}.{rows}.jsonl", "w") as f:
-                    for x in raw["samples"]:
-                        f.write(json.dumps({**x, "workers": list(x["workers"].values())}) + "\n")
+                    f.writelines(json.dumps({**x, "workers": list(x["workers"].values())}) + "\n" for x in raw["samples"])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         results.append(res)
