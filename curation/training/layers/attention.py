@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from curation.training.layers.linear import linear
 from curation.training.layers.norm import (
     RMSNorm,
     needs_autograd_fn,
@@ -101,7 +102,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, rope: Tensor | None = None) -> Tensor:
         B, N, D = x.shape
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
-        qkv = self.qkv(x)  # [B, N, (H + 2 Hkv) Dh]
+        qkv = linear(x, self.qkv)  # [B, N, (H + 2 Hkv) Dh]
         if isinstance(self.q_norm, RMSNorm) and use_fused_cpu(qkv):
             qk, v = qkv.split((D + Hkv * Dh, Hkv * Dh), dim=-1)
             weight = torch.cat([self.q_norm.weight.expand(H, Dh), self.k_norm.weight.expand(Hkv, Dh)])
@@ -129,4 +130,4 @@ class Attention(nn.Module):
             gqa = False
         x = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)  # [B, H, N, Dh]
         x = x.transpose(1, 2).reshape(B, N, D)  # [B, N, D]
-        return self.proj(x)
+        return linear(x, self.proj)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from curation.training.layers.linear import column_sum, linear
 from curation.training.layers.norm import needs_autograd_fn, use_fused_cpu
 
 
@@ -52,7 +53,7 @@ class SwiGLUProjFn(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             dw = torch.cat([torch.mm(ga.t(), x2), torch.mm(gb.t(), x2)])
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = torch.cat([ga.sum(0), gb.sum(0)])
+            db = torch.cat([column_sum(ga), column_sum(gb)])
         return dx, dw, db
 
 
@@ -71,7 +72,7 @@ class SwiGLUFFN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         params = [t for t in (self.w12.weight, self.w12.bias) if t is not None]
         if use_fused_cpu(x) and needs_autograd_fn(x, *params):
-            return self.w3(SwiGLUProjFn.apply(x, self.w12.weight, self.w12.bias))
+            return linear(SwiGLUProjFn.apply(x, self.w12.weight, self.w12.bias), self.w3)
         h = self.w12(x)  # [B, N, 2 hidden]
         gate, value = h.chunk(2, dim=-1)  # 2 x [B, N, hidden]
         return self.w3(F.silu(gate) * value)  # [B, N, D]
