@@ -139,3 +139,29 @@ def test_the_loader_is_never_fused_into_the_chain(ray_local, tmp_path):
     assert any("MapBatches(load_task): 8 tasks" in op for op in ops), ops  # one load task per shard
     assert sum(r["rows"] for r in out) == 8 * 16
     assert max(r["rows"] for r in out) <= 32  # batches of rows, not bundles of shards
+
+
+def test_quality_reuses_embeds_clip_when_they_share_an_actor(monkeypatch):
+    # Building a second ViT-B-32 for quality's prompts cost each fused actor ~2-3 CPU-s and ~600 MB.
+    from curation.models.clip import ClipModel, RealismScorer
+
+    built = []
+    real_init = ClipModel.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(kwargs.get("image_tower", True))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(ClipModel, "__init__", counting_init)
+    cfg = load_config(None, ["embed.weights=random", "quality.weights=random"])
+    chain = FusedStageRunner([(get_stage("embed"), [], 32), (get_stage("quality"), [], 32)], cfg, 1)
+    assert built == [True]  # embed's model only
+    embed, quality = (runner.stage for runner, _ in chain.runners)
+    assert quality.realism.classes == pytest.approx(RealismScorer(embed.model).classes, abs=1e-6)
+    del chain, embed
+    import gc
+
+    gc.collect()
+    # on its own (another actor, or `--stage quality`), quality builds its text tower as before
+    get_stage("quality")(cfg).setup()
+    assert built == [True, False]

@@ -96,8 +96,10 @@ class QualityStage(Stage):
         found = resolve([clip_w, head_w])
         path = None if clip_w.random else found[clip_w.file].path
         seed = self.config.run.seed
-        # Text tower only, on the CPU: it runs once per actor on a few dozen prompts.
-        text = clip_models.ClipModel(e.model, e.pretrained, path, device="cpu", seed=seed, image_tower=False)
+        # Text tower only, on the CPU: it runs once per actor on a few dozen prompts. In an actor
+        # that also runs `embed` (fused CPU stages), embed's model is the same one: reuse it.
+        text = (clip_models.ClipModel.existing(e.model, e.pretrained, path, device="cpu", seed=seed)
+                or clip_models.ClipModel(e.model, e.pretrained, path, device="cpu", seed=seed, image_tower=False))
         self.realism = clip_models.RealismScorer(text)
         del text
         spec = self.head_spec()
