@@ -139,12 +139,12 @@ def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int,
     print(f"\n## pipeline, {label} ({overrides[-1]})")
     t0, c0 = time.perf_counter(), time.process_time()
     marks: list[tuple[list[str], float]] = []  # (stages of the job, tree CPU s) at each shard done
-    job_marks: list[tuple[str, float]] = []  # the map job's events: (event, wall s)
+    job_marks: list[tuple[str, float, int]] = []  # the map job's events: (event, wall s, rows)
     with TreeCPU() as tree:
         def on_event(e: dict) -> None:
             marks.append((e.get("stages", []), tree.seconds + time.process_time() - c0 - tree.own))
             if "detect" in e.get("stages", []) and e.get("event") in ("job_start", "shard_done"):
-                job_marks.append((e["event"], time.perf_counter()))
+                job_marks.append((e["event"], time.perf_counter(), e.get("rows", 0)))
 
         run_pipeline(cfg, str(crawl), str(out), on_event=on_event)
     wall = time.perf_counter() - t0
@@ -157,9 +157,14 @@ def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int,
     achieved = rows / timing["seconds"]  # decode rejects the broken files in microseconds
     job_cpu = job_end - ingest_end
     work_share = stage_cpu / job_cpu
-    starts = [t for ev, t in job_marks if ev == "job_start"]
-    done = [t for ev, t in job_marks if ev == "shard_done"]
+    starts = [t for ev, t, _ in job_marks if ev == "job_start"]
+    done = [t for ev, t, _ in job_marks if ev == "shard_done"]
     first_shard_s = done[0] - starts[0] if starts and done else float("nan")
+    # Steady state: the rows of the shards done after the first, over the time between the first
+    # and the last (actor start-up and the pipeline's fill are behind it by then). Beside, never
+    # instead of, the whole-job figure.
+    after = [r for ev, _, r in job_marks if ev == "shard_done"][1:]
+    steady = sum(after) / (done[-1] - done[0]) if len(done) > 2 else float("nan")
     load_during = sum(tree.loads) / max(1, len(tree.loads))
     t_end = done[-1] if done else float("inf")
     fed = [min(k, cores) / cores for t, k in tree.runnable if starts and starts[0] <= t <= t_end]
@@ -172,6 +177,7 @@ def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int,
            "run_cpu_s": run_cpu, "map_job_cpu_s": job_cpu, "cores_used_by_map_job": job_cpu / timing["seconds"],
            "stage_work_share_of_map_job_cpu": work_share, "cores_fed": fed_share,
            "cpu_efficiency_estimate": work_share * fed_share, "first_shard_s": first_shard_s,
+           "steady_img_per_s": steady, "steady_efficiency": steady / implied,
            "load_avg_during_pipeline": load_during, "pools": {k: v[1] for k, v in pools.items()},
            "actor_startup_cpu_s": startup, "startup_cpu_s": startup_cpu, "cpu_by_process": tree.by_name()}
     print(f"map job {'+'.join(timing.get('fused_with') or [])}: {rows} rows in {timing['seconds']:.1f} s = "
@@ -181,7 +187,8 @@ def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int,
     print(f"cores fed (mean min(runnable threads, {cores}) / {cores} over the map job): {fed_share:.2f}; "
           f"x stage work share {work_share:.2f} = {work_share * fed_share:.2f}, the efficiency the "
           f"pipeline would show alone on the machine (an estimate; sampler CPU {tree.own:.1f} s left out)")
-    print(f"first shard done {first_shard_s:.1f} s after the job started")
+    print(f"first shard done {first_shard_s:.1f} s after the job started; after it {steady:.2f} img/s = "
+          f"{steady / implied:.2f} of implied (steady state)")
     print("actor pools: " + ", ".join(f"{k} x{v[1]}" for k, v in pools.items()) + "; CPU s per actor start-up "
           + ", ".join(f"{k} {v:.1f}" for k, v in startup.items())
           + f" -> {startup_cpu:.1f} CPU s = {startup_cpu / job_cpu:.2f} of the map job's CPU")
