@@ -28,8 +28,8 @@ def test_cpu_workers_run_the_whole_per_image_dag_in_one_chain():
     assert _names(units) == ["+".join(DAG)]
     assert isinstance(units[0], StageGroup) and units[0].stateful
     res = units[0].effective_resources()
-    # the batch of its largest model batch (embed 32), not filter's 4096; cost = sum of members'
-    assert res.batch_size == 32 and res.num_gpus == 0.0
+    # the smallest batch of a model on pixels (16), not quality's 256 or filter's 4096
+    assert res.batch_size == 16 and res.num_gpus == 0.0
     assert res.cost == pytest.approx(sum(get_stage(n).resources.cost or 0 for n in DAG))
 
 
