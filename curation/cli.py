@@ -195,10 +195,12 @@ def main() -> None:
     except Exception as exc:  # click's usage errors and anything unexpected
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
+        # typer >= 0.2x raises its own vendored click's exceptions (typer.BadParameter is not a
+        # click.ClickException); both kinds are usage errors with their own message and code.
+        if isinstance(exc, (click.exceptions.ClickException, typer.TyperException)) and hasattr(exc, "show"):
             exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(getattr(exc, "exit_code", 2))
+        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.exit(130)
         if STATE["debug"]:
             raise

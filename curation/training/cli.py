@@ -42,14 +42,12 @@ def pretrain(
     from curation.training.config import load_pretrain_config
     from curation.training.progress import require_tensorboard
 
-    try:
-        cfg = load_pretrain_config(config, set_ or (), data__data=data, model__name=model)
-        if cfg.model.name not in list_sizes():
-            raise ConfigError(f"unknown model {cfg.model.name!r}; known: {', '.join(list_sizes())}")
-        if cfg.train.tensorboard:
-            require_tensorboard()  # refuse now, not after the model is built
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    # A ConfigError reaches `curate`'s main: one line, exit 2, like every user mistake.
+    cfg = load_pretrain_config(config, set_ or (), data__data=data, model__name=model)
+    if cfg.model.name not in list_sizes():
+        raise ConfigError(f"unknown model {cfg.model.name!r}; known: {', '.join(list_sizes())}")
+    if cfg.train.tensorboard:
+        require_tensorboard()  # refuse now, not after the model is built
     from curation.training.trainer import pretrain as run_pretrain
 
     history = run_pretrain(cfg, out, resume=resume)
@@ -79,14 +77,12 @@ def head(
     from curation.training.heads.config import load_head_config
     from curation.training.progress import require_tensorboard
 
-    try:
-        cfg = load_head_config(
-            config, set_ or (), task=task, data__data=data, model__backbone=backbone, model__mode=mode
-        )
-        if cfg.train.tensorboard:
-            require_tensorboard()
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    # A ConfigError reaches `curate`'s main: one line, exit 2, like every user mistake.
+    cfg = load_head_config(
+        config, set_ or (), task=task, data__data=data, model__backbone=backbone, model__mode=mode
+    )
+    if cfg.train.tensorboard:
+        require_tensorboard()
     from curation.training.heads.trainer import train_head
 
     history = train_head(cfg, out, resume=resume)
@@ -112,7 +108,7 @@ def evaluate(
 
     model, cfg = load_head_checkpoint(checkpoint)
     if task is not None and task != cfg.task:
-        raise typer.BadParameter(f"{checkpoint} is a {cfg.task} head, not {task}")
+        raise ConfigError(f"{checkpoint} is a {cfg.task} head, not {task}")
     metrics = run_eval(model, cfg, data, batch_size=batch_size)
     text = json.dumps({"task": cfg.task, **metrics}, indent=2)
     typer.echo(text)

@@ -45,7 +45,7 @@ def test_asking_for_tensorboard_without_the_package_is_one_line_before_any_work(
         check=False,
     )
     lines = (res.stdout + res.stderr).strip().splitlines()
-    assert res.returncode != 0 and len(lines) == 1, lines
+    assert res.returncode == 2 and len(lines) == 1, lines
     assert "tensorboard package is not installed" in lines[0] and "pip install tensorboard" in lines[0]
     assert "train.tensorboard=false" in lines[0] and "Traceback" not in lines[0]
     assert not out.exists()  # refused before the data, the model or the output folder
