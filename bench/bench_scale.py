@@ -14,6 +14,11 @@ reported as such past it).
 
     python bench/bench_scale.py                 # 10k and 100k
     python bench/bench_scale.py --rows 2000     # a quick look
+    python bench/bench_scale.py --rows 10000 100000 200000 --compare-untuned
+        # each size also with run.worker_env={} (allocator defaults): the same-process baseline
+
+Per size it also prints the peak anonymous memory per op (the task a worker was running when
+sampled), which is how the shard writer's growth was traced to allocator retention.
 """
 
 from __future__ import annotations
@@ -97,9 +102,9 @@ def sample(proc: psutil.Process, tmp: Path) -> dict:
     return out
 
 
-def run_once(crawl: Path, out: Path, tmp: Path, args: argparse.Namespace) -> dict:
+def run_once(crawl: Path, out: Path, tmp: Path, args: argparse.Namespace, extra: list[str]) -> dict:
     sets = ["run.stages=[ingest,decode,phash,shard]", "filters.min_person_short_side=null",
-            "run.num_cpus=2", "shard.samples_per_shard=5000", *args.set]
+            "run.num_cpus=2", "shard.samples_per_shard=5000", *args.set, *extra]
     if args.object_store_mb:
         sets.append(f"run.object_store_mb={args.object_store_mb}")
     cmd = [sys.executable, "-m", "curation.cli", "run", "-i", str(crawl), "-o", str(out)]
@@ -141,6 +146,12 @@ def summarize(rows: int, r: dict) -> dict:
         return max((w[i] for x in part for w in x["workers"].values()), default=0) / 2**20
 
     top = max(((w[2], w[0]) for x in s for w in x["workers"].values()), default=(0, ""))
+    # Peak anon per task title (what the worker was running when sampled): says which op grows.
+    by_op: dict[str, int] = {}
+    for x in s:
+        for title, _, anon in x["workers"].values():
+            op = title.removeprefix("ray::")[:48]
+            by_op[op] = max(by_op.get(op, 0), anon)
 
     return {
         "rows": rows, "seconds": round(r["seconds"], 1), "rows_per_s": round(rows / r["seconds"], 1),
@@ -152,6 +163,7 @@ def summarize(rows: int, r: dict) -> dict:
         "worker_anon_peak_mib": round(wpeak(s, 2)), "worker_anon_first_half_mib": round(wpeak(s[:half], 2)),
         "worker_anon_second_half_mib": round(wpeak(s[half:], 2)), "largest_anon_worker": top[1][:80],
         "tree_anon_peak_mib": round(peak("tree_anon", s)), "spilled_peak_mib": round(peak("spilled", s), 1),
+        "anon_peak_mib_by_op": {op: round(v / 2**20) for op, v in sorted(by_op.items())},
     }
 
 
@@ -166,6 +178,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra --set for curate run")
     ap.add_argument("--keep", action="store_true", help="keep the crawl and outputs")
     ap.add_argument("--dump", default=None, help="write every RSS sample here (JSON lines), per size")
+    ap.add_argument("--compare-untuned", action="store_true",
+                    help="also run each size with run.worker_env={} (Ray's and Arrow's allocator defaults)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; "
@@ -176,29 +190,42 @@ def main() -> None:
         t = time.monotonic()
         make_crawl(crawl, rows, args.per_tar, args.side)
         print(f"{rows} rows: crawl generated in {time.monotonic() - t:.0f} s", flush=True)
-        tmp = Path(tempfile.mkdtemp(prefix="rb-", dir="/tmp"))  # short: Ray's socket paths are length-capped
-        try:
-            raw = run_once(crawl, root / f"out-{rows}", tmp, args)
-            res = summarize(rows, raw)
-            if args.dump:
-                with open(f"{args.dump}.{rows}.jsonl", "w") as f:
-                    f.writelines(json.dumps({**x, "workers": list(x["workers"].values())}) + "\n" for x in raw["samples"])
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        results.append(res)
-        print(json.dumps(res), flush=True)
+        variants = [("tuned", [])] + ([("untuned", ["run.worker_env={}"])] if args.compare_untuned else [])
+        for label, extra in variants:
+            tmp = Path(tempfile.mkdtemp(prefix="rb-", dir="/tmp"))  # short: Ray's socket paths are length-capped
+            try:
+                raw = run_once(crawl, root / f"out-{rows}-{label}", tmp, args, extra)
+                res = {"env": label, **summarize(rows, raw)}
+                if args.dump:
+                    with open(f"{args.dump}.{rows}.{label}.jsonl", "w") as f:
+                        f.writelines(json.dumps(x) + "\n" for x in raw["samples"])
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not args.keep:
+                    shutil.rmtree(root / f"out-{rows}-{label}", ignore_errors=True)
+            results.append(res)
+            print(json.dumps(res), flush=True)
         if not args.keep:
             shutil.rmtree(crawl, ignore_errors=True)
-            shutil.rmtree(root / f"out-{rows}", ignore_errors=True)
-    if len(results) > 1:
-        a, b = results[0], results[-1]
-        print(f"peak RSS ratio {b['rows']}/{a['rows']} rows: driver {b['driver_peak_mib'] / a['driver_peak_mib']:.2f}, "
-              f"largest worker {b['worker_peak_mib'] / a['worker_peak_mib']:.2f}, "
-              f"tree {b['tree_peak_mib'] / a['tree_peak_mib']:.2f}; anon: largest worker "
-              f"{b['worker_anon_peak_mib'] / a['worker_anon_peak_mib']:.2f}, tree {b['tree_anon_peak_mib'] / a['tree_anon_peak_mib']:.2f}")
+    for label in ("tuned", "untuned"):
+        runs = [r for r in results if r["env"] == label]
+        if len(runs) > 1:
+            compare(label, runs[0], runs[-1])
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def compare(label: str, a: dict, b: dict) -> None:
+    def r(key: str) -> str:
+        return f"{b[key] / a[key]:.2f}"
+
+    print(f"{label}: peak RSS ratio {b['rows']}/{a['rows']} rows: driver {r('driver_peak_mib')}, largest worker "
+          f"{r('worker_peak_mib')}, tree {r('tree_peak_mib')}; anon: largest worker {r('worker_anon_peak_mib')}, "
+          f"tree {r('tree_anon_peak_mib')}")
+    ops = a["anon_peak_mib_by_op"].keys() & b["anon_peak_mib_by_op"].keys()
+    print(f"{label}: anon peak by op, MiB ({a['rows']} -> {b['rows']} rows): " + ", ".join(
+        f"{op} {a['anon_peak_mib_by_op'][op]} -> {b['anon_peak_mib_by_op'][op]}" for op in sorted(ops)))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,15 @@ class StageConfig:
     concurrency: int | None = None  # actor pool max size for stateful stages
 
 
+# Ray reuses a worker process for task after task of every op. Measured (bench/bench_scale.py,
+# 100k rows): a worker that had run the phash stage's joins kept growing while it then wrote tars,
+# to 575 MiB anonymous, where fresh workers stayed at 150. Two allocators held the memory: Arrow's
+# jemalloc pool keeps freed pages, and glibc raises its mmap threshold after each large free, so
+# later large buffers land on the never-returned heap. The system pool + a fixed mmap threshold
+# gave 181 MiB at 100k rows (either alone: 408 and 572).
+WORKER_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
 @dataclass
 class RunConfig:
     stages: list[str] | None = None  # None: every registered stage, in DAG order
@@ -42,6 +51,9 @@ class RunConfig:
     early_filter: bool = True  # apply thresholds right after the stage whose columns they read
     fuse_cpu_stages: bool = True  # consecutive CPU map stages share one actor pool (curation/stage_chain.py)
     seed: int = 0
+    # Environment of every Ray worker (runtime_env env_vars); a variable already set in the
+    # driver's environment keeps that value. The default tunes the allocators: see WORKER_ENV.
+    worker_env: dict[str, str] = field(default_factory=lambda: dict(WORKER_ENV))
 
 
 @dataclass
@@ -71,7 +83,7 @@ class Config:
 
     def hash(self) -> str:
         d = self.to_dict()
-        d["run"] = {k: v for k, v in d["run"].items() if k not in ("address", "num_cpus", "object_store_mb")}
+        d["run"] = {k: v for k, v in d["run"].items() if k not in ("address", "num_cpus", "object_store_mb", "worker_env")}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -26,8 +26,13 @@ QUIET_ENV = {
 
 
 @contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None):
-    """A local Ray (default) or a connection to a cluster; shut down only if we started it."""
+def ray_session(address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None,
+                worker_env: dict[str, str] | None = None):
+    """A local Ray (default) or a connection to a cluster; shut down only if we started it.
+
+    `worker_env` goes to every worker as runtime_env env_vars (the job's own runtime_env from
+    `ray job submit` is merged with it by Ray). A variable the driver already has keeps the
+    driver's value, so a user's setting wins and never conflicts with the job's."""
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     import ray
@@ -36,6 +41,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, object_
         yield ray
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
+    env = {k: os.environ.get(k, str(v)) for k, v in (worker_env or {}).items()}
+    if env:
+        kwargs["runtime_env"] = {"env_vars": env}
     if address:
         kwargs["address"] = address
     else:

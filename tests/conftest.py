@@ -22,11 +22,15 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A 2-CPU local Ray shared by every test that runs the pipeline in-process."""
+    """A 2-CPU local Ray shared by every test that runs the pipeline in-process, with the
+    workers' environment a `curate run` gives them (run.worker_env)."""
     import ray
 
+    from curation.config import WORKER_ENV
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
+                 runtime_env={"env_vars": dict(WORKER_ENV)})
         ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
 
@@ -106,22 +108,40 @@ def read_bytes(uri: str) -> bytes:
         return f.read()
 
 
-def write_bytes(uri: str, data: bytes) -> None:
-    """Write whole-or-nothing: a crash never leaves a half file under the final name
-    (local: temp file + rename; S3: a PUT is atomic)."""
+@contextmanager
+def atomic_output(uri: str) -> Iterator[Any]:
+    """A binary stream that appears under `uri` whole or not at all: a crash never leaves a
+    half file under the final name. Local: a temp file, fsync, rename. S3: a (multipart) upload
+    only becomes an object when it completes; on an error the object is deleted again. Streams,
+    so a caller writing a 1 GB shard holds one buffer, not the shard."""
     fs, path = resolve(uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    else:
-        with fs.open_output_stream(path) as f:
-            f.write(data)
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    f = fs.open_output_stream(path)
+    try:
+        yield f
+    except BaseException:
+        with suppress(OSError):  # the caller's error is the one to see
+            f.close()
+            fs.delete_file(path)
+        raise
+    f.close()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    with atomic_output(uri) as f:
+        f.write(data)
 
 
 def read_json(uri: str) -> Any:

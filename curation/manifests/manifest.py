@@ -8,10 +8,12 @@ manifest's folder so a dataset can be moved or synced to object storage as a who
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -20,8 +22,7 @@ import pyarrow as pa
 from curation import __version__
 from curation.io import fs
 from curation.manifests.store import RunStore
-
-FIXED_MTIME = 1_700_000_000.0  # a constant mtime makes reruns byte-identical
+from curation.manifests.tar_writer import sample_tar
 
 
 def _jsonable(v: Any) -> Any:
@@ -40,34 +41,30 @@ def sample_metadata(row: dict[str, Any], meta_cols: list[str]) -> dict[str, Any]
 
 def write_tar(batch: pa.Table, out: str, base: str, sources: dict[str, list[str]], meta_cols: list[str],
               quality: int, include_clip: bool) -> pa.Table:
-    """Ray task: write one output tar from its slices of input shards."""
-    import webdataset as wds
-
+    """Ray task: write one output tar from its slices of input shards, streamed to its final URI
+    (memory: one input shard's rows plus one sample, whatever the tar's size)."""
     from curation.imaging import normalized_jpeg
     from curation.segment_io import load_rows
 
     item = batch.to_pylist()[0]
     slices, records = json.loads(item["slices"]), json.loads(item["records"])
-    buf = io.BytesIO()
-    samples = 0
-    with wds.TarWriter(buf, mtime=FIXED_MTIME) as sink:
+    path = f"{item['tar']}.tar"
+    with sample_tar(fs.join(out, "shards", path)) as sink:
         for shard, start, stop in slices:
             rows = load_rows(json.loads(records[shard]), base, sources).slice(start, stop - start)
-            for row in rows.to_pylist():
-                jpg = normalized_jpeg(row["image"], row.get("format"), row.get("mode"), row.get("orientation"), quality)
-                meta = sample_metadata(row, [c for c in meta_cols if c != "clip"])
-                repeats = int(row["selected"]) if row.get("selected") is not None else 1
-                for r in range(max(1, repeats)):
-                    sample = {"__key__": row["id"] if r == 0 else f"{row['id']}_r{r}", "jpg": jpg, "json": meta}
-                    if include_clip and row.get("clip") is not None:
-                        sample["clip.npy"] = np.asarray(row["clip"], dtype=np.float16)
-                    sink.write(sample)
-                    samples += 1
-    data = buf.getvalue()
-    path = f"{item['tar']}.tar"
-    fs.write_bytes(fs.join(out, "shards", path), data)
-    return pa.Table.from_pylist([{"tar": item["tar"], "path": path, "samples": samples, "bytes": len(data),
-                                  "sha256": hashlib.sha256(data).hexdigest()}])
+            for chunk in rows.to_batches(max_chunksize=256):  # a chunk of Python objects at a time
+                for row in chunk.to_pylist():
+                    jpg = normalized_jpeg(row["image"], row.get("format"), row.get("mode"), row.get("orientation"),
+                                          quality)
+                    meta = sample_metadata(row, [c for c in meta_cols if c != "clip"])
+                    repeats = int(row["selected"]) if row.get("selected") is not None else 1
+                    for r in range(max(1, repeats)):
+                        sample = {"__key__": row["id"] if r == 0 else f"{row['id']}_r{r}", "jpg": jpg, "json": meta}
+                        if include_clip and row.get("clip") is not None:
+                            sample["clip.npy"] = np.asarray(row["clip"], dtype=np.float16)
+                        sink.write(sample)
+    return pa.Table.from_pylist([{"tar": item["tar"], "path": path, "samples": sink.samples, "bytes": sink.bytes,
+                                  "sha256": sink.sha256}])
 
 
 def write_manifest(store: RunStore, entries: list[dict[str, Any]], cfg: Any, fingerprint: str,
@@ -93,7 +90,7 @@ def write_manifest(store: RunStore, entries: list[dict[str, Any]], cfg: Any, fin
 
 def verify_manifest(manifest_uri: str) -> list[str]:
     """Problems found (empty = verified): missing files, size, sha256, and sample counts read
-    back with the real webdataset reader."""
+    back with the real webdataset reader. Shards are hashed in chunks, never held whole."""
     import webdataset as wds
 
     problems = []
@@ -105,14 +102,13 @@ def verify_manifest(manifest_uri: str) -> list[str]:
         if not fs.exists(uri):
             problems.append(f"{entry['path']}: missing")
             continue
-        data = fs.read_bytes(uri)
-        if len(data) != entry["bytes"]:
-            problems.append(f"{entry['path']}: {len(data)} bytes, manifest says {entry['bytes']}")
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            problems.append(f"{entry['path']}: sha256 mismatch")
-            continue
-        keys = [s["__key__"] for s in wds.WebDataset([_local_or_pipe(uri, data)], shardshuffle=False,
-                                                     empty_check=False)]
+        with _local_copy(uri) as (local, size, sha256):
+            if size != entry["bytes"]:
+                problems.append(f"{entry['path']}: {size} bytes, manifest says {entry['bytes']}")
+            if sha256 != entry["sha256"]:
+                problems.append(f"{entry['path']}: sha256 mismatch")
+                continue
+            keys = [s["__key__"] for s in wds.WebDataset([local], shardshuffle=False, empty_check=False)]
         if len(keys) != entry["samples"] or len(set(keys)) != len(keys):
             problems.append(f"{entry['path']}: {len(keys)} samples read ({len(set(keys))} unique), "
                             f"manifest says {entry['samples']}")
@@ -122,13 +118,20 @@ def verify_manifest(manifest_uri: str) -> list[str]:
     return problems
 
 
-def _local_or_pipe(uri: str, data: bytes) -> str:
-    """webdataset reads local paths directly; remote tars are verified from the bytes we fetched."""
-    if not fs.is_remote(uri):
-        return fs.resolve(uri)[1]
+@contextmanager
+def _local_copy(uri: str, chunk: int = 8 << 20) -> Iterator[tuple[str, int, str]]:
+    """(local path, size, sha256) of a shard. webdataset reads local paths directly; a remote
+    tar is downloaded once to a temp file (removed after) while it is hashed."""
     import tempfile
 
-    tmp = tempfile.NamedTemporaryFile(suffix=".tar", delete=False)
-    tmp.write(data)
-    tmp.close()
-    return tmp.name
+    f, path = fs.resolve(uri)
+    sha, size = hashlib.sha256(), 0
+    with tempfile.TemporaryDirectory(prefix="curate-verify-") as tmpdir:
+        local = os.path.join(tmpdir, "shard.tar") if fs.is_remote(uri) else path
+        with f.open_input_stream(path) as src, (open(local, "wb") if local != path else nullcontext()) as dst:
+            while block := src.read(chunk):
+                sha.update(block)
+                size += len(block)
+                if dst is not None:
+                    dst.write(block)
+        yield local, size, sha.hexdigest()
