@@ -141,11 +141,14 @@ def report_cmd(run_dir: str = typer.Argument(..., help="A run folder."),
                max_shards: int = typer.Option(200, "--max-shards", help="Input shards read for plots and "
                                                                           "galleries (counts are always exact).")) -> None:
     """A self-contained HTML report: funnel, rejects, score histograms, clusters, duplicates, galleries."""
-    from curation.report.build import build_report, open_in_browser
+    from curation.report.build import build_report, local_file_uri, open_in_browser
 
     uri = build_report(run_dir, report_dir, max_shards=max_shards)
     out.print(f"report: {uri}", highlight=False)
-    if open_ and not open_in_browser(uri):
+    if open_ and local_file_uri(uri) is None:
+        console.print(f"--open opens local reports only; copy {uri} here first, or give --out a local folder",
+                      highlight=False)
+    elif open_ and not open_in_browser(uri):
         console.print(f"no web browser found; open {uri} yourself", highlight=False)
 
 

@@ -149,7 +149,7 @@ def run_map_job(stages: list[Stage], base: str, shards: list[str], store: RunSto
                 fps: dict[str, str], emit: Event, names: list[str]) -> None:
     from ray.data import ActorPoolStrategy
 
-    from curation.ray_runtime import cluster_totals, place
+    from curation.ray_runtime import actor_remote_args, cluster_totals, place
 
     for shard in shards:
         for s in stages:
@@ -176,7 +176,8 @@ def run_map_job(stages: list[Stage], base: str, shards: list[str], store: RunSto
         common = {"batch_size": res.batch_size, "batch_format": "pyarrow", "num_cpus": p.num_cpus}
         if p.num_gpus:
             common["num_gpus"] = p.num_gpus
-        pool = {"compute": ActorPoolStrategy(min_size=p.pool_min, max_size=p.pool_max)}
+        pool = {"compute": ActorPoolStrategy(min_size=p.pool_min, max_size=p.pool_max),
+                **actor_remote_args(cfg.run.actor_env)}
         if isinstance(u, StageGroup):
             members = [(type(s), early_rules(s, cfg), s.effective_resources().batch_size) for s in u.stages]
             ds = ds.map_batches(FusedStageRunner, fn_constructor_args=(members, cfg, p.threads), **pool, **common)

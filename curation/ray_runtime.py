@@ -41,7 +41,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, object_
         yield ray
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
-    env = {k: os.environ.get(k, str(v)) for k, v in (worker_env or {}).items()}
+    env = env_vars(worker_env)
     if env:
         kwargs["runtime_env"] = {"env_vars": env}
     if address:
@@ -61,6 +61,17 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, object_
         yield ray
     finally:
         ray.shutdown()
+
+
+def env_vars(wanted: dict[str, str] | None) -> dict[str, str]:
+    """`wanted`, except that a variable the driver's environment already has keeps its value."""
+    return {k: os.environ.get(k, str(v)) for k, v in (wanted or {}).items()}
+
+
+def actor_remote_args(actor_env: dict[str, str] | None) -> dict[str, Any]:
+    """Ray remote args for a stage's actor pool: its env_vars, which Ray merges over the job's."""
+    env = env_vars(actor_env)
+    return {"runtime_env": {"env_vars": env}} if env else {}
 
 
 LOADER_WRITER_OPS = 2  # the runner's load_task and write_task around every fused segment

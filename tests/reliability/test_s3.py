@@ -61,6 +61,9 @@ def test_run_reads_and_writes_s3_and_matches_a_local_run(ray_local, s3, sample_c
 
     v = curate("manifest", "verify", "s3://out/run/shards/manifest.json", env_extra=env, timeout=120)
     assert v.returncode == 0 and v.stdout.startswith("OK: "), v.stdout + v.stderr
+    rep = curate("report", "s3://out/run", "--open", env_extra={**env, "BROWSER": "true"}, timeout=180)
+    assert rep.returncode == 0 and "report: s3://out/run/report" in rep.stdout, rep.stdout + rep.stderr
+    assert "--open opens local reports only" in rep.stderr and "no web browser" not in rep.stderr
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="out", Prefix="run/")["Contents"]]
     assert "run/shards/manifest.json" in keys and "run/ledger.json" in keys
     assert "run/.lock" not in keys  # the lease is released at the end of the run

@@ -74,30 +74,38 @@ def test_a_tar_on_s3_appears_whole_or_not_at_all(s3):
 
 def test_ray_workers_get_the_allocator_settings():
     """A fresh local Ray (own process: the test session's Ray is already up) started the way
-    `curate run` starts it; a task reports its environment and Arrow's memory pool."""
+    `curate run` starts it. A task reports run.worker_env; a stage-style actor reports
+    run.actor_env merged over it; a variable the user set in the driver keeps the user's value."""
     script = textwrap.dedent("""
         import json, os
         from curation.config import load_config
-        from curation.ray_runtime import ray_session
+        from curation.ray_runtime import actor_remote_args, ray_session
 
         cfg = load_config(None, [])
-        os.environ["MALLOC_MMAP_THRESHOLD_"] = "262144"  # the user's own setting wins
-        with ray_session(num_cpus=1, worker_env={**cfg.run.worker_env, "CURATE_PROBE": "yes"}) as ray:
-            @ray.remote(num_cpus=0.5)
-            def probe():
-                import pyarrow as pa
-                keys = ("ARROW_DEFAULT_MEMORY_POOL", "MALLOC_MMAP_THRESHOLD_", "CURATE_PROBE")
-                return {**{k: os.environ.get(k) for k in keys}, "pool": pa.default_memory_pool().backend_name}
-            print(json.dumps(ray.get(probe.remote())))
+        os.environ["CURATE_PROBE"] = "user"  # the user's own setting wins over the config's
+        keys = ("ARROW_DEFAULT_MEMORY_POOL", "MALLOC_MMAP_THRESHOLD_", "CURATE_PROBE")
+
+        def report():
+            import pyarrow as pa
+            return {**{k: os.environ.get(k) for k in keys}, "pool": pa.default_memory_pool().backend_name}
+
+        with ray_session(num_cpus=1, worker_env={**cfg.run.worker_env, "CURATE_PROBE": "config"}) as ray:
+            task = ray.remote(num_cpus=0.5)(report)
+            Actor = ray.remote(num_cpus=0.5, **actor_remote_args(cfg.run.actor_env))(
+                type("Probe", (), {"report": lambda self: report()}))
+            print(json.dumps({"task": ray.get(task.remote()), "actor": ray.get(Actor.remote().report.remote())}))
     """)
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_", "ARROW_DEFAULT_MEMORY_POOL")}
     ray_tmp = tempfile.mkdtemp(prefix="rw-", dir="/tmp")  # short: Ray's socket paths are length-capped
     env.update(RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE="disabled")
     try:
-        out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=100, env=env)
+        out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=100,
+                             env=env)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got == {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": "262144",
-                   "CURATE_PROBE": "yes", "pool": "system"}
+    assert got["task"] == {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": "131072",
+                           "CURATE_PROBE": "user", "pool": "system"}
+    assert got["actor"] == {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": "33554432",
+                            "CURATE_PROBE": "user", "pool": "system"}
