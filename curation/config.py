@@ -52,6 +52,9 @@ class RunConfig:
     address: str | None = None  # Ray cluster address; None starts a local Ray
     num_cpus: int | None = None  # local Ray only; None = all cores
     object_store_mb: int | None = None  # local Ray only
+    # Ray Data's target block size (None: Ray's 128 MiB). A task holds a block or two plus what it
+    # builds from them, so this bounds a worker's peak once blocks are full (docs/benchmarks.md).
+    max_block_mb: int | None = None
     early_filter: bool = True  # apply thresholds right after the stage whose columns they read
     fuse_cpu_stages: bool = True  # consecutive CPU map stages share one actor pool (curation/stage_chain.py)
     seed: int = 0
@@ -88,7 +91,7 @@ class Config:
 
     def hash(self) -> str:
         d = self.to_dict()
-        placement_only = ("address", "num_cpus", "object_store_mb", "worker_env", "actor_env")
+        placement_only = ("address", "num_cpus", "object_store_mb", "max_block_mb", "worker_env", "actor_env")
         d["run"] = {k: v for k, v in d["run"].items() if k not in placement_only}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

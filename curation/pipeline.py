@@ -87,7 +87,8 @@ def run_pipeline(cfg: Config, input_uri: str, output_uri: str, stage: str | None
         init_run_folder(store, cfg, input_uri, stage, reconfigure)
         fps = fingerprints(cfg, names)
         emit = on_event or (lambda e: None)
-        with ray_session(cfg.run.address, cfg.run.num_cpus, cfg.run.object_store_mb, cfg.run.worker_env):
+        with ray_session(cfg.run.address, cfg.run.num_cpus, cfg.run.object_store_mb, cfg.run.worker_env,
+                         cfg.run.max_block_mb):
             i = 0
             while i < len(stages):
                 s = stages[i]

@@ -17,23 +17,28 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-QUIET_ENV = {
+DRIVER_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "YOLO_OFFLINE": os.environ.get("YOLO_OFFLINE", "1"),
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
     "RAY_DEDUP_LOGS": "1",
+    # Ray Data's parquet reader starts this many footer-reading actors for every read_parquet
+    # (default 32, ~100 MiB each): on 2 cores they were most of the process tree's memory at
+    # 200k rows (19 alive at once) and their start-up most of the read's time. The runner's
+    # only read_parquet is phash's hash cache, a few files (HASH_ROWS_PER_FILE).
+    "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "2",
 }
 
 
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None,
-                worker_env: dict[str, str] | None = None):
+                worker_env: dict[str, str] | None = None, max_block_mb: int | None = None):
     """A local Ray (default) or a connection to a cluster; shut down only if we started it.
 
     `worker_env` goes to every worker as runtime_env env_vars (the job's own runtime_env from
     `ray job submit` is merged with it by Ray). A variable the driver already has keeps the
     driver's value, so a user's setting wins and never conflicts with the job's."""
-    for k, v in QUIET_ENV.items():
+    for k, v in DRIVER_ENV.items():
         os.environ.setdefault(k, v)
     import ray
 
@@ -57,6 +62,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, object_
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    if max_block_mb:
+        ctx.target_max_block_size = max_block_mb * 1024 * 1024
     try:
         yield ray
     finally:

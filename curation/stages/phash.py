@@ -62,6 +62,11 @@ def upstream_columns(stage: Stage, columns: tuple[str, ...]) -> list[str]:
     return [c for c in columns if producer_of(c) in before]
 
 
+# ~60 B a hashed row: ~12 MB files. One file per hash batch made 800 files at 200k rows, and
+# reading their footers back took 15 s of a 176 s run (bench/bench_scale.py).
+HASH_ROWS_PER_FILE = 200_000
+
+
 def band_plan(n: int, cfg: PhashConfig, num_cpus: float) -> tuple[BandLayout, int]:
     """(band layout, shuffle partitions) for n hashed rows: what `run_global` uses, and what
     bench/bench_phash_scale.py replays in-process."""
@@ -140,7 +145,7 @@ class PhashStage(Stage):
             ds.map_batches(_hash_batch, batch_format="pyarrow", batch_size=res.batch_size,
                            num_cpus=res.num_cpus, fn_kwargs={"decode_min_side": cfg.decode_min_side,
                                                              "extra": extra}
-                           ).write_parquet(path, filesystem=fs)
+                           ).write_parquet(path, filesystem=fs, min_rows_per_file=HASH_ROWS_PER_FILE)
             cache.mark_done(uri)
             cache.prune(ctx.cache_uri, "hashes-", name)
         return ray.data.read_parquet(path, filesystem=fs)
