@@ -112,8 +112,10 @@ def read_bytes(uri: str) -> bytes:
 def atomic_output(uri: str) -> Iterator[Any]:
     """A binary stream that appears under `uri` whole or not at all: a crash never leaves a
     half file under the final name. Local: a temp file, fsync, rename. S3: a (multipart) upload
-    only becomes an object when it completes; on an error the object is deleted again. Streams,
-    so a caller writing a 1 GB shard holds one buffer, not the shard."""
+    only becomes an object when it completes, so a killed writer leaves nothing; pyarrow has no
+    abort, so on an exception the upload is completed and deleted at once (a reader listing the
+    prefix at that moment could see it; the manifest and completion records never name it).
+    Streams, so a caller writing a 1 GB shard holds one buffer, not the shard."""
     fs, path = resolve(uri)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
