@@ -65,6 +65,7 @@ def upstream_columns(stage: Stage, columns: tuple[str, ...]) -> list[str]:
 # ~60 B a hashed row: ~12 MB files. One file per hash batch made 800 files at 200k rows, and
 # reading their footers back took 15 s of a 176 s run (bench/bench_scale.py).
 HASH_ROWS_PER_FILE = 200_000
+BAND_ROWS_PER_BATCH = 1_000_000
 
 
 def band_plan(n: int, cfg: PhashConfig, num_cpus: float) -> tuple[BandLayout, int]:
@@ -159,7 +160,11 @@ class PhashStage(Stage):
         names = hashed.schema().names
         attrs = [c for c in policy.columns() if c in names and c != "id"]
         layout, n_parts = band_plan(hashed.count(), cfg, ctx.num_cpus)
+        # Each hashed row becomes (tables + 1) band rows, so a whole read block at once (the
+        # default) was the run's largest task: 1344 MiB at 1M rows, 16 band rows per row and
+        # HASH_ROWS_PER_FILE rows a block. BAND_ROWS_PER_BATCH band rows (~70 MB) a batch instead.
         bands = hashed.map_batches(_bands_of_hashed, batch_format="pyarrow",
+                                   batch_size=max(1024, BAND_ROWS_PER_BATCH // (len(layout.tables) + 1)),
                                    fn_kwargs={"layout": layout, "n_partitions": n_parts, "attrs": attrs})
         edges = by_partition(bands, n_parts, partition_edges, shuffle=cfg.shuffle,
                              max_distance=cfg.max_distance, attrs=attrs, layout=layout)
