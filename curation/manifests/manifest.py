@@ -49,6 +49,7 @@ def write_tar(batch: pa.Table, out: str, base: str, sources: dict[str, list[str]
     item = batch.to_pylist()[0]
     slices, records = json.loads(item["slices"]), json.loads(item["records"])
     path = f"{item['tar']}.tar"
+    json_cols = [c for c in meta_cols if c != "clip"]  # clip goes to clip.npy, not the json
     with sample_tar(fs.join(out, "shards", path)) as sink:
         for shard, start, stop in slices:
             rows = load_rows(json.loads(records[shard]), base, sources).slice(start, stop - start)
@@ -56,7 +57,7 @@ def write_tar(batch: pa.Table, out: str, base: str, sources: dict[str, list[str]
                 for row in chunk.to_pylist():
                     jpg = normalized_jpeg(row["image"], row.get("format"), row.get("mode"), row.get("orientation"),
                                           quality)
-                    meta = sample_metadata(row, [c for c in meta_cols if c != "clip"])
+                    meta = sample_metadata(row, json_cols)
                     repeats = int(row["selected"]) if row.get("selected") is not None else 1
                     for r in range(max(1, repeats)):
                         sample = {"__key__": row["id"] if r == 0 else f"{row['id']}_r{r}", "jpg": jpg, "json": meta}
