@@ -140,16 +140,23 @@ class SampleStream(IterableDataset):
                 seed=_seed(self.seed, epoch, self.rank, stream),
                 start=pos,
             )
-            produced = 0
+            produced = decoded = 0
             for raw in samples:
                 pos += 1
                 produced += 1
                 item = self.decode(raw, _seed(self.seed, epoch, self.rank, stream, pos))
                 if item is not None:
+                    decoded += 1
                     item["position"] = (stream, epoch, pos)
                     yield item
             if produced == 0 and pos == 0:
                 raise ValueError(f"rank {self.rank} stream {stream}: its shards hold no samples")
+            if produced > 0 and decoded == 0:
+                # Every sample failed: the next epoch would fail the same way, for ever.
+                raise ValueError(
+                    f"rank {self.rank} stream {stream}: none of the {produced} samples of epoch {epoch} "
+                    "could be decoded (see the warnings above)"
+                )
             epoch, pos = epoch + 1, 0
 
     def decode(self, raw: dict[str, Any], seed: int) -> dict[str, Any] | None:

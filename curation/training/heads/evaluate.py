@@ -8,7 +8,7 @@ import torch
 
 from curation.training.data import DataPosition, SampleStream, build_loader, resolve_shards
 from curation.training.heads.config import HeadTrainConfig
-from curation.training.heads.labels import TaskDecoder
+from curation.training.heads.labels import TaskDecoder, require_labels
 from curation.training.heads.model import TaskModel, build_task_model
 from curation.training.heads.tasks import TASKS
 
@@ -41,6 +41,7 @@ def evaluate(
     """Metrics of `model` over every sample of `data` (a manifest or pattern), in shard order."""
     task = TASKS[cfg.task]
     shards = resolve_shards(data)
+    require_labels(shards, cfg.task)
     stream = SampleStream(
         shards, TaskDecoder(cfg, train=False), DataPosition(1), shuffle_buffer=1, shuffle_initial=1,
         shuffle_shards=False, epochs=1,

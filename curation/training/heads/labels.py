@@ -28,10 +28,21 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
+from curation.config import ConfigError
 from curation.training.data.augment import IMAGENET_MEAN, IMAGENET_STD, random_resized_crop_box
-from curation.training.data.loader import decode_image
+from curation.training.data.loader import IMAGE_KEYS, decode_image
+from curation.training.data.shards import Shard, iter_shard
 from curation.training.heads import body_parts, keypoints308, udp
 from curation.training.heads.pose_head import HEATMAP_STRIDE
+
+# The sample members each task reads (`mask.png` is optional).
+LABEL_FILES = {
+    "pose": ("pose.json",),
+    "seg": ("seg.png",),
+    "normal": ("normal.npy",),
+    "pointmap": ("pointmap.npy", "intrinsics.json"),
+    "albedo": ("albedo.png",),
+}
 
 # NEAREST_EXACT samples at pixel centres; plain NEAREST shifts label maps by up to a pixel.
 NEAREST, BILINEAR = InterpolationMode.NEAREST_EXACT, InterpolationMode.BILINEAR
@@ -203,3 +214,21 @@ class TaskDecoder:
         if self.cfg.task == "pose":
             return pose_sample(raw, self.cfg, gen, self.train)
         return dense_sample(self.cfg.task, raw, self.cfg, gen, self.train)
+
+
+def require_labels(shards: list[Shard], task: str) -> None:
+    """Refuse, before any model is built, shards whose first sample lacks the task's label: every
+    sample would be skipped and the stream would never yield a batch."""
+    url = shards[0].url
+    sample = next(iter_shard(url), None)
+    if sample is None:
+        raise ConfigError(f"{url}: the shard holds no samples")
+    key = sample.get("__key__")
+    missing = [name for name in LABEL_FILES[task] if name not in sample]
+    if not any(k in sample for k in IMAGE_KEYS):
+        missing.insert(0, "jpg")
+    if missing:
+        raise ConfigError(
+            f"{url}: sample {key} has no {', '.join(f'{key}.{m}' for m in missing)}, which task {task} needs; "
+            "make labelled shards with `curate train labels`"
+        )

@@ -18,7 +18,7 @@ from curation.training import distributed as D
 from curation.training.checkpoint import LAST, load_checkpoint, save_checkpoint, set_rng_state
 from curation.training.data import DataPosition, SampleStream, build_loader, num_streams_for, resolve_shards
 from curation.training.heads.config import HeadTrainConfig
-from curation.training.heads.labels import TaskDecoder
+from curation.training.heads.labels import TaskDecoder, require_labels
 from curation.training.heads.model import build_task_model
 from curation.training.heads.tasks import TASKS
 from curation.training.optim import build_optimizer, build_scheduler
@@ -46,6 +46,8 @@ def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -
     if info.device.type == "cpu":
         torch.set_flush_denormal(True)  # see trainer.pretrain
 
+    shards = resolve_shards(cfg.data.data)
+    require_labels(shards, cfg.task)
     seed_all(t.seed)
     model = build_task_model(cfg).to(info.device)
     wrapped = D.wrap_ddp(model, info) if info.enabled else model
@@ -53,7 +55,6 @@ def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -
     scheduler = build_scheduler(optimizer, cfg.optim, t.steps)
     seed_all(t.seed + 1000 * info.rank)
 
-    shards = resolve_shards(cfg.data.data)
     num_streams = num_streams_for(len(shards), info.world_size, cfg.data.num_workers)
     position, step, rng = DataPosition(num_streams), 0, None
     if resume and (out / LAST).exists():
