@@ -16,6 +16,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from curation.io.errors import InputError
+
 ALLOWED_SCHEMES = ("file", "s3")
 
 
@@ -29,7 +31,8 @@ def _resolve(uri: str, env: tuple) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
     scheme = uri.split("://", 1)[0]
     if scheme not in ALLOWED_SCHEMES:
-        raise ValueError(f"unsupported storage scheme {scheme}:// (use a local path or s3://)")
+        raise InputError(f"unsupported storage scheme {scheme}:// for {uri} (use a local path or s3://; "
+                         f"a list of http(s) URLs goes in a .parquet/.csv/.tsv/.jsonl file)")
     if scheme == "s3" and os.environ.get("AWS_ENDPOINT_URL") and "endpoint_override" not in uri:
         return pafs.S3FileSystem(**_endpoint_options()), uri.split("://", 1)[1].split("?", 1)[0]
     return pafs.FileSystem.from_uri(uri)
@@ -104,8 +107,36 @@ def is_file(uri: str) -> bool:
 
 def read_bytes(uri: str) -> bytes:
     fs, path = resolve(uri)
-    with fs.open_input_stream(path) as f:
+    # compression=None: pyarrow would otherwise inflate any *.gz/*.bz2/*.zst by its name alone.
+    with fs.open_input_stream(path, compression=None) as f:
         return f.read()
+
+
+def open_stream(uri: str) -> Any:
+    """A raw binary input stream: never decompressed by the file's name."""
+    fs, path = resolve(uri)
+    return fs.open_input_stream(path, compression=None)
+
+
+def file_size(uri: str) -> int | None:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).size
+
+
+def read_stream_capped(stream: Any, max_bytes: int, deadline: float | None = None,
+                       chunk: int = 1 << 20) -> tuple[bytes | None, str | None]:
+    """At most `max_bytes` from a stream: (bytes, None), or (None, too_large / timeout)."""
+    import time
+
+    chunks, total = [], 0
+    while data := stream.read(chunk):
+        total += len(data)
+        if total > max_bytes:
+            return None, "too_large"
+        if deadline is not None and time.monotonic() > deadline:
+            return None, "timeout"
+        chunks.append(data)
+    return b"".join(chunks), None
 
 
 @contextmanager
@@ -130,7 +161,7 @@ def atomic_output(uri: str) -> Iterator[Any]:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return
-    f = fs.open_output_stream(path)
+    f = fs.open_output_stream(path, compression=None)
     try:
         yield f
     except BaseException:

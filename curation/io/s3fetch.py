@@ -37,19 +37,15 @@ def fetch_s3(url: str, policy: FetchPolicy) -> tuple[bytes | None, str | None]:
             return None, "s3_not_found"
         if info.size is not None and info.size > policy.max_bytes:
             return None, "too_large"
-        chunks, total, deadline = [], 0, time.monotonic() + policy.timeout_s * 3
-        with s3.open_input_stream(path) as f:
-            while chunk := f.read(CHUNK):
-                total += len(chunk)
-                if total > policy.max_bytes:  # the object grew after its size was read
-                    return None, "too_large"
-                if time.monotonic() > deadline:  # an endpoint trickling bytes
-                    return None, "timeout"
-                chunks.append(chunk)
+        with s3.open_input_stream(path, compression=None) as f:
+            # A size past the cap means the object grew after its size was read; a stalled
+            # endpoint trickling bytes ends at the URL's budget.
+            data, reason = fs.read_stream_capped(f, policy.max_bytes, time.monotonic() + policy.budget_s, CHUNK)
     except OSError as exc:
         return None, error_reason(exc)
-    data = b"".join(chunks)
-    return (data, None) if data else (None, "empty")
+    if reason:
+        return None, reason
+    return (data, None) if data else (None, "empty_file")
 
 
 def error_reason(exc: OSError) -> str:

@@ -168,11 +168,11 @@ def test_size_cap_holds_without_content_length(jpeg):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/endless.jpg"
-        import requests
+        from curation.io.address_policy import AddressPolicy
+        from curation.io.http import FetchPolicy, fetch, new_session
 
-        from curation.io.http import FetchPolicy, fetch
-
-        data, reason = fetch(requests.Session(), url, FetchPolicy(max_bytes=1_000_000, retries=0, timeout_s=10))
+        policy = FetchPolicy(max_bytes=1_000_000, retries=0, timeout_s=10, addresses=AddressPolicy(("127.0.0.0/8",)))
+        data, reason = fetch(new_session(policy), url, policy)
     finally:
         server.shutdown()
         server.server_close()

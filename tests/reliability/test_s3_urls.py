@@ -15,7 +15,8 @@ import pytest
 from run_helpers import base_overrides
 
 from curation.config import ConfigError, load_config
-from curation.io.http import FetchPolicy, fetch
+from curation.io.address_policy import AddressPolicy
+from curation.io.http import FetchPolicy, fetch, new_session
 from curation.stages.ingest import IngestStage
 
 from .procs import curate, run_args
@@ -105,8 +106,6 @@ def test_a_stalled_or_absent_endpoint_is_a_timeout_or_a_connection_error(monkeyp
 def test_an_http_redirect_never_reaches_s3(objects):
     """s3 being allowed for rows must not let a web server send ingest into the user's buckets,
     with the user's credentials: a redirect to s3:// (an object that exists) is refused."""
-    import requests
-
     class Redirect(BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -119,8 +118,9 @@ def test_an_http_redirect_never_reaches_s3(objects):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with requests.Session() as session:
-            got = fetch(session, f"http://127.0.0.1:{server.server_address[1]}/a.jpg", FetchPolicy(retries=0))
+        policy = FetchPolicy(retries=0, addresses=AddressPolicy(("127.0.0.0/8",)))
+        with new_session(policy) as session:
+            got = fetch(session, f"http://127.0.0.1:{server.server_address[1]}/a.jpg", policy)
     finally:
         server.shutdown()
         server.server_close()
