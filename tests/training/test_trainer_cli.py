@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from curation.config import ConfigError
+from curation.training.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,10 +53,10 @@ def test_pretrain_through_the_cli_and_resume(tmp_path, shards, tiny_tree, curate
     for r in rows:
         assert r["images_per_s"] > 0 and r["tokens_per_s"] > r["images_per_s"] and r["lr"] > 0
         assert torch.isfinite(torch.tensor([r["loss"], r["mae"], r["cl"]])).all()
-    assert sorted(p.name for p in out.glob("checkpoint-*.pt")) == [
-        "checkpoint-00000002.pt",
-        "checkpoint-00000003.pt",
-        "checkpoint-last.pt",
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [
+        "checkpoint-00000002",
+        "checkpoint-00000003",
+        "checkpoint-last",
     ]
 
     # Same command with a longer schedule continues from the checkpoint.
@@ -66,7 +67,7 @@ def test_pretrain_through_the_cli_and_resume(tmp_path, shards, tiny_tree, curate
     assert "done: step 4" in result.output
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 3, 4]
-    assert torch.load(out / "checkpoint-last.pt", weights_only=True)["step"] == 4
+    assert read_checkpoint(out / "checkpoint-last")["step"] == 4
 
 
 def test_config_mistakes_are_one_line_errors(tmp_path, shards, curate_app):
@@ -82,4 +83,4 @@ def test_config_mistakes_are_one_line_errors(tmp_path, shards, curate_app):
         curate_app, ["train", "pretrain", "--data", str(shards), "--out", str(out), "--model", "vit-huge"]
     )
     assert isinstance(result.exception, ConfigError) and "unknown model" in str(result.exception)
-    assert not (out / "checkpoint-last.pt").exists()
+    assert not (out / "checkpoint-last").exists()

@@ -8,6 +8,7 @@ import torch
 
 from curation.config import ConfigError
 from curation.training import trainer
+from curation.training.checkpoint import read_checkpoint
 from curation.training.data.shards import iter_shard, resolve_shards
 from curation.training.heads.evaluate import load_head_checkpoint
 from curation.training.heads.labels import TaskDecoder
@@ -68,22 +69,22 @@ def test_a_head_checkpoint_rebuilds_an_overridden_window_stage(
     trainer.pretrain(pre, tmp_path / "pre")
     cfg = head_config(
         "normal", labelled("normal"), train={"steps": 2},
-        model={"init": "checkpoint", "backbone": str(tmp_path / "pre" / "checkpoint-last.pt")},
+        model={"init": "checkpoint", "backbone": str(tmp_path / "pre" / "checkpoint-last")},
         data={"input_size": [SIZE, SIZE]},
     )  # fmt: skip
     train_head(cfg, tmp_path / "head")
     assert cfg.model.window_layers == 2
 
-    model, loaded = load_head_checkpoint(tmp_path / "head" / "checkpoint-last.pt")
+    model, loaded = load_head_checkpoint(tmp_path / "head" / "checkpoint-last")
     assert loaded.model.name == "sapiens2-tiny-4k" and loaded.model.window_layers == 2
     assert len(model.backbone.window_stage.blocks) == 2
-    state = torch.load(tmp_path / "head" / "checkpoint-last.pt", weights_only=True)
+    state = read_checkpoint(tmp_path / "head" / "checkpoint-last")
     rebuilt = {"backbone": model.backbone.state_dict(), "head": model.head.state_dict()}
     for part in ("backbone", "head"):
         assert rebuilt[part].keys() == state[part].keys()
         for k, v in state[part].items():
             torch.testing.assert_close(rebuilt[part][k], v, rtol=0, atol=0)
     # A head trained from the head checkpoint's own backbone keeps the override as well.
-    again = head_config("normal", model={"init": "checkpoint", "backbone": str(tmp_path / "head" / "checkpoint-last.pt")},
+    again = head_config("normal", model={"init": "checkpoint", "backbone": str(tmp_path / "head" / "checkpoint-last")},
                         data={"input_size": [SIZE, SIZE]})  # fmt: skip
     assert len(build_task_model(again).backbone.window_stage.blocks) == 2

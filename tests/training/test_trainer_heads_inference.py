@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(120)
 def _train(task, tmp_path, labelled, head_config, **sections):
     cfg = head_config(task, labelled(task), train={"steps": 3}, **sections)
     train_head(cfg, tmp_path / task)
-    return tmp_path / task / "checkpoint-last.pt"
+    return tmp_path / task / "checkpoint-last"
 
 
 @pytest.mark.parametrize("task", ["seg", "normal", "albedo", "pointmap"])

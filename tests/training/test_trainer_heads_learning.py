@@ -146,7 +146,7 @@ def test_head_overfits_through_the_cli(task, tmp_path, labelled, head_tree, cura
 
     report = tmp_path / "metrics.json"
     result = CliRunner().invoke(
-        curate_app, ["train", "eval", "--checkpoint", str(out / "checkpoint-last.pt"), "--data", str(shards),
+        curate_app, ["train", "eval", "--checkpoint", str(out / "checkpoint-last"), "--data", str(shards),
                     "--task", task, "--output", str(report)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output

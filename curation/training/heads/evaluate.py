@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from curation.training.checkpoint import read_checkpoint
 from curation.training.data import DataPosition, SampleStream, build_loader, resolve_shards
 from curation.training.heads.config import HeadTrainConfig
 from curation.training.heads.labels import TaskDecoder, require_labels
@@ -16,7 +17,7 @@ from curation.training.heads.tasks import TASKS
 def load_head_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[TaskModel, HeadTrainConfig]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)  # a checkpoint directory or a consolidated file
     if "head" not in state:
         raise ValueError(f"{path} is not a head checkpoint (it has no 'head'; a pretraining checkpoint?)")
     cfg = HeadTrainConfig.from_dict(state["config"])

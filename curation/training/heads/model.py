@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from curation.config import ConfigError
 from curation.training.backbone import Sapiens2ViT, build_backbone
+from curation.training.checkpoint import read_checkpoint
 from curation.training.heads.tasks import TASKS
 
 
@@ -46,7 +47,7 @@ def window_layers_of(backbone: Sapiens2ViT) -> int:
 
 def backbone_from_checkpoint(path: str | Path) -> tuple[Sapiens2ViT, str]:
     """The student backbone of a pretraining checkpoint (or of a head checkpoint), and its model name."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)  # a checkpoint directory or a consolidated file
     config = state["config"]
     name = config["model"]["name"]
     # Both checkpoint kinds record the local-stage depth in config.model.window_layers (None: the
