@@ -1,9 +1,11 @@
-"""torchrun with 2 CPU ranks (gloo): DDP and FSDP2 run, checkpoint every rank's data position,
-and checkpoints move between strategies."""
+"""torchrun with 2 CPU ranks (gloo): DDP and FSDP2 train; sharded checkpoints written by 2 ranks
+resume exactly on 2 ranks and reshard onto 1; a 1-rank export gives one consolidated file."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,50 +13,106 @@ import pytest
 import torch
 import yaml
 
-pytestmark = pytest.mark.timeout(150)
+from curation.training.checkpoint import LAST, export_checkpoint, load_checkpoint, read_checkpoint
+from curation.training.distributed import DistInfo
+
+pytestmark = pytest.mark.timeout(240)
 
 
-def _torchrun(args: list[str], cwd) -> subprocess.CompletedProcess:
+def torchrun(module_args: list[str], cwd, ranks: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += ["-m", "curation.training.cli", "pretrain", *args]
-    return subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=140)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+    cmd += ["-m", "curation.training.cli", *module_args]
+    return subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=200)
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_ranks_train_and_checkpoint(tmp_path, shards, tiny_tree, strategy):
+def _losses(out) -> dict[int, float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows}
+
+
+def _pretrain(tmp_path, shards, tiny_tree, out, strategy, steps=4):
     tiny_tree["data"]["batch_size"] = 2
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_tree))
-    out = tmp_path / strategy
-    args = ["--data", str(shards), "--out", str(out), "--config", str(config)]
-    result = _torchrun(
-        [
-            *args,
-            "--set",
-            "train.steps=2",
-            "--set",
-            f"train.strategy={strategy}",
-            "--set",
-            "train.progress=lines",
-        ],
-        tmp_path,
-    )
+    sets = [f"train.steps={steps}", f"train.strategy={strategy}", "train.progress=lines", "train.log_every=1"]
+    args = ["pretrain", "--data", str(shards), "--out", str(out), "--config", str(config)]
+    for s in sets:
+        args += ["--set", s]
+    result = torchrun(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"2 rank(s), strategy {strategy}" in result.stderr
-    assert result.stdout.count("done: step 2") == 1  # rank 0 reports
+    assert result.stdout.count(f"done: step {steps}") == 1  # rank 0 reports
+    return config
 
-    state = torch.load(out / "checkpoint-last.pt", weights_only=True)
-    assert state["world_size"] == 2 and len(state["data"]) == len(state["rng"]) == 2
-    assert [d["batches"] for d in state["data"]] == [2, 2]
-    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # masks differ per rank
-    # Full (unsharded) tensors, whatever the strategy.
-    assert state["student"]["backbone.cls_token"].shape == (1, 1, 64)
 
-    # A checkpoint from 2 ranks resumes in one process (the data streams restart).
+def _checkpoint_at(src, dst_out, step: int):
+    """A run directory whose newest checkpoint is `src`'s step `step`: a run that stopped there."""
+    dst_out.mkdir(parents=True)
+    name = f"checkpoint-{step:08d}"
+    shutil.copytree(src / name, dst_out / name)
+    (dst_out / LAST).symlink_to(name)
+
+
+def test_fsdp_checkpoint_resumes_on_two_ranks_exactly_and_reshards_onto_one(tmp_path, shards, tiny_tree):
+    a = tmp_path / "a"
+    config = _pretrain(tmp_path, shards, tiny_tree, a, "fsdp")
+    ckpt = a / "checkpoint-00000002"
+    files = sorted(p.name for p in ckpt.iterdir())
+    # Each rank wrote its own shard file and its own RNG / data-position file.
+    assert {"__0_0.distcp", "__1_0.distcp", "rank-00000.pt", "rank-00001.pt", "meta.pt", ".metadata"} <= set(files)
+    ranks = [torch.load(ckpt / f"rank-{r:05d}.pt", weights_only=True) for r in (0, 1)]
+    assert [r["data"]["batches"] for r in ranks] == [2, 2]
+    assert not torch.equal(ranks[0]["rng"]["torch"], ranks[1]["rng"]["torch"])  # masks differ per rank
+    assert (a / LAST).resolve().name == "checkpoint-00000004"
+
+    # Resume on 2 ranks from step 2: the next steps' losses are the uninterrupted run's.
+    b = tmp_path / "b"
+    _checkpoint_at(a, b, 2)
+    args = ["pretrain", "--data", str(shards), "--out", str(b), "--config", str(config)]
+    sets = ["train.steps=4", "train.strategy=fsdp", "train.progress=lines", "train.log_every=1"]
+    result = torchrun([*args, *[x for s in sets for x in ("--set", s)]], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed, uninterrupted = _losses(b), _losses(a)
+    assert sorted(resumed) == [3, 4]
+    for step in (3, 4):
+        assert abs(resumed[step] - uninterrupted[step]) <= 1e-6, (step, resumed, uninterrupted)
+
+    # Resume on 1 rank: the sharded tensors are joined on read; the data streams restart.
     from curation.training.config import load_pretrain_config
+    from curation.training.meta_arch import SSLMetaArch
+    from curation.training.optim import build_optimizer
     from curation.training.trainer import pretrain
 
-    cfg = load_pretrain_config(config, ["train.steps=3"], data__data=str(shards))
-    history = pretrain(cfg, out)
-    assert [h["step"] for h in history] == [3]
+    cfg = load_pretrain_config(config, ["train.steps=4"], data__data=str(shards))
+    model = SSLMetaArch(cfg)
+    optimizer = build_optimizer(model.student, model.student["backbone"], cfg.optim)
+    loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=None, info=DistInfo())
+    assert loaded["step"] == 2 and loaded["data"] is None and loaded["rng"] is None  # other world size
+    full = read_checkpoint(ckpt)
+    for k, v in model.student.state_dict().items():
+        torch.testing.assert_close(v, full["student"][k], rtol=0, atol=0)
+    moments = [s["exp_avg"] for s in optimizer.state.values()]
+    assert moments and all(m.abs().sum() > 0 for m in moments[:4])  # Adam state came back, not zeros
+    c = tmp_path / "c"
+    _checkpoint_at(a, c, 2)
+    history = pretrain(cfg, c)
+    assert [h["step"] for h in history] == [3, 4]
+
+    # A 1-rank export: one file of full tensors that --backbone and eval read like a directory.
+    exported = export_checkpoint(ckpt, tmp_path / "export" / "model.pt")
+    state = torch.load(exported, weights_only=True)
+    assert state["step"] == 2 and state["world_size"] == 2 and "optimizer" not in state
+    assert state["student"]["backbone.cls_token"].shape == (1, 1, 64)
+    for k, v in full["teacher"].items():  # the EMA teacher is in it too
+        torch.testing.assert_close(state["teacher"][k], v, rtol=0, atol=0)
+
+
+def test_ddp_two_ranks_train_and_checkpoint(tmp_path, shards, tiny_tree):
+    out = tmp_path / "ddp"
+    _pretrain(tmp_path, shards, tiny_tree, out, "ddp", steps=2)
+    ckpt = out / LAST
+    # Replicated tensors are spread over the ranks for writing: both ranks wrote a shard file.
+    assert {"__0_0.distcp", "__1_0.distcp"} <= {p.name for p in ckpt.iterdir()}
+    state = read_checkpoint(ckpt)
+    assert state["world_size"] == 2 and state["student"]["backbone.cls_token"].shape == (1, 1, 64)
