@@ -107,7 +107,8 @@ def save_checkpoint(
         link.symlink_to(name)
         os.replace(link, out_dir / LAST)  # atomic: checkpoint-last never points at a partial write
         numbered = sorted(p for p in out_dir.iterdir() if NUMBERED.fullmatch(p.name) and p.name != name)
-        for old in numbered[: max(len(numbered) - keep, 0)]:
+        stale = [p for p in out_dir.glob(".checkpoint-*.tmp") if p.is_dir()]  # crashed mid-write
+        for old in numbered[: max(len(numbered) - keep, 0)] + stale:
             shutil.rmtree(old)
     _barrier(info)  # on return every rank sees the finished checkpoint
     return out_dir / name
@@ -173,12 +174,20 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "world_size": meta["world_size"]}  # fmt: skip
 
 
-def export_checkpoint(path: str | Path, output: str | Path) -> Path:
-    """One consolidated file of full tensors from a (sharded) checkpoint directory; run on one rank."""
+def export_checkpoint(path: str | Path, output: str | Path) -> dict[str, Any]:
+    """One consolidated file of full tensors from a (sharded) checkpoint directory; run on one rank.
+    Returns what was written: out, step, world_size (of the saving run), tensors, parameters."""
     state = read_checkpoint(path)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, output)
-    return output
+    tensors = [t for part in meta_parts(state) for t in state[part].values()]
+    return {"out": output, "step": state["step"], "world_size": state["world_size"],
+            "tensors": len(tensors), "parameters": sum(t.numel() for t in tensors)}  # fmt: skip
+
+
+def meta_parts(state: dict[str, Any]) -> list[str]:
+    """The model parts of a `read_checkpoint` dict (student/teacher/dino_loss, or backbone/head)."""
+    return [k for k, v in state.items() if isinstance(v, dict) and k != "config"]

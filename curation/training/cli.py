@@ -35,7 +35,7 @@ def pretrain(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key: --set optim.lr=1e-4")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint-last.pt when it exists")] = True,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint-last when it exists")] = True,
 ) -> None:
     """Joint MAE + [CLS] self-distillation pretraining of a Sapiens2 backbone."""
     from curation.training.backbone import list_sizes
@@ -71,7 +71,7 @@ def head(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config key: --set optim.lr=1e-4")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint-last.pt when it exists")] = True,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint-last when it exists")] = True,
 ) -> None:
     """Train a task head on a pretrained backbone (frozen, or fine-tuned with layer-wise LR decay)."""
     from curation.training.heads.config import load_head_config
@@ -93,7 +93,7 @@ def head(
 @train_app.command("eval")
 def evaluate(
     checkpoint: Annotated[
-        Path, typer.Option(help="A head checkpoint (OUT/checkpoint-last.pt of `train head`)")
+        Path, typer.Option(help="A head checkpoint (OUT/checkpoint-last of `train head`, or an exported file)")
     ],
     data: Annotated[str, typer.Option(help="Labelled shards: manifest.json or a pattern")],
     task: Annotated[str | None, typer.Option(help="Check the checkpoint is for this task")] = None,
@@ -114,6 +114,24 @@ def evaluate(
     typer.echo(text)
     if output is not None:
         output.write_text(text + "\n")
+
+
+@train_app.command("export")
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory: OUT/checkpoint-last or a numbered one")],
+    out: Annotated[Path, typer.Option(help="The single consolidated file to write (.pt)")],
+) -> None:
+    """Join a sharded checkpoint into one file of full weights (inference, --backbone, sharing); one process."""
+    from curation.training.checkpoint import export_checkpoint
+
+    try:
+        summary = export_checkpoint(checkpoint, out)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
+    typer.echo(
+        f"exported step {summary['step']} (saved on {summary['world_size']} rank(s)): {summary['tensors']} tensors, "
+        f"{summary['parameters'] / 1e6:.1f}M values -> {summary['out']}"
+    )
 
 
 if __name__ == "__main__":

@@ -100,8 +100,9 @@ def test_fsdp_checkpoint_resumes_on_two_ranks_exactly_and_reshards_onto_one(tmp_
     assert [h["step"] for h in history] == [3, 4]
 
     # A 1-rank export: one file of full tensors that --backbone and eval read like a directory.
-    exported = export_checkpoint(ckpt, tmp_path / "export" / "model.pt")
-    state = torch.load(exported, weights_only=True)
+    summary = export_checkpoint(ckpt, tmp_path / "export" / "model.pt")
+    state = torch.load(summary["out"], weights_only=True)
+    assert summary["tensors"] == sum(len(state[p]) for p in ("student", "teacher", "dino_loss"))
     assert state["step"] == 2 and state["world_size"] == 2 and "optimizer" not in state
     assert state["student"]["backbone.cls_token"].shape == (1, 1, 64)
     for k, v in full["teacher"].items():  # the EMA teacher is in it too
