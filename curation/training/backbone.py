@@ -1,9 +1,13 @@
-"""Sapiens2 vision transformer, as released.
+"""Sapiens2 vision transformer, as released (facebookresearch/sapiens2 `backbones/sapiens2.py`).
 
-Patch 16, pre-norm RMSNorm blocks with QK-norm, SwiGLU FFN (hidden 4x), 2D RoPE, LayerScale,
-1 [CLS] + 8 register tokens. The first 8 and last 8 layers use multi-head attention; the middle
-layers use grouped-query attention with half as many K/V heads. The 4K variant (`-4k` names) adds
-a local stage of window layers that pools 4x4 tokens to one before the global layers.
+Patch 16, pre-norm RMSNorm blocks with QK-norm, SwiGLU FFN (hidden 4x), 2D RoPE (rotate-half,
+computed in bf16), LayerScale on the attention branch, 1 [CLS] + 8 register tokens. The first 8
+and last 8 layers use multi-head attention; the middle layers use grouped-query attention with
+half as many K/V heads. The 4K variant (`-4k` names) adds a tokenizer of window layers that pools
+4x4 tokens to one before the global layers (window_stage.py).
+
+Our earlier variants stay available behind named options, all off by default: `rope_pairing=
+"pairs"`, `rope_dtype="fp32"`, `layer_scale_ffn=True`, `tokenizer="rope"` (ARCH_OPTIONS).
 
 `forward(images, keep=None)` runs the encoder; `keep` holds, per image, the indices of the token
 grid positions to encode (MAE's visible tokens). Masking happens after the local stage.
@@ -12,6 +16,7 @@ grid positions to encode (MAE's visible tokens). Masking happens after the local
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +48,20 @@ SIZES: dict[str, Size] = {
 }
 
 
+# Architecture options and their released values; a checkpoint's config.model records them.
+ARCH_OPTIONS: dict[str, Any] = {
+    "rope_pairing": "halves",
+    "rope_dtype": "bf16",
+    "layer_scale_ffn": False,
+    "tokenizer": "released",
+}
+
+
+def arch_options(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The architecture options of a config.model mapping; a key it lacks takes the released value."""
+    return {k: model_cfg.get(k, v) for k, v in ARCH_OPTIONS.items()}
+
+
 def list_sizes() -> list[str]:
     return [*SIZES, *(f"{name}-4k" for name in SIZES)]
 
@@ -62,14 +81,34 @@ class Sapiens2ViT(nn.Module):
         layer_scale_init: float | None = 1e-4,
         window_layers: int = 0,
         window_size: int = 4,
+        rope_pairing: str = "halves",
+        rope_dtype: str = "bf16",
+        layer_scale_ffn: bool = False,
+        tokenizer: str = "released",
     ):
         super().__init__()
         self.dim, self.depth, self.num_heads = dim, depth, num_heads
         self.patch_size = patch_size
+        self.arch_options = {
+            "rope_pairing": rope_pairing,
+            "rope_dtype": rope_dtype,
+            "layer_scale_ffn": layer_scale_ffn,
+            "tokenizer": tokenizer,
+        }
         self.num_prefix_tokens = 1 + num_registers
         self.patch_embed = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
         self.window_stage = (
-            WindowStage(dim, num_heads, window_layers, window_size, layer_scale_init)
+            WindowStage(
+                dim,
+                num_heads,
+                window_layers,
+                window_size,
+                layer_scale_init,
+                variant=tokenizer,
+                layer_scale_ffn=layer_scale_ffn,
+                rope_pairing=rope_pairing,
+                rope_dtype=rope_dtype,
+            )
             if window_layers
             else None
         )
@@ -77,7 +116,7 @@ class Sapiens2ViT(nn.Module):
         self.token_stride = patch_size * (window_size if window_layers else 1)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.register_tokens = nn.Parameter(torch.zeros(1, num_registers, dim))
-        self.rope = Rope2D(dim // num_heads)
+        self.rope = Rope2D(dim // num_heads, dtype=rope_dtype)
         self.blocks = nn.ModuleList(
             [
                 Block(
@@ -86,6 +125,8 @@ class Sapiens2ViT(nn.Module):
                     num_kv_heads=num_heads if i < mha_first or i >= depth - mha_last else num_heads // 2,
                     mlp_ratio=mlp_ratio,
                     layer_scale_init=layer_scale_init,
+                    layer_scale_ffn=layer_scale_ffn,
+                    rope_pairing=rope_pairing,
                 )
                 for i in range(depth)
             ]
@@ -145,6 +186,11 @@ class Sapiens2ViT(nn.Module):
         return self.depth + 1
 
 
+def default_window_layers(name: str) -> int:
+    """The tokenizer depth a named size gets when nothing overrides it (0 without `-4k`)."""
+    return SIZES[name.removesuffix("-4k")].window_layers_4k if name.endswith("-4k") else 0
+
+
 def build_backbone(name: str, **overrides) -> Sapiens2ViT:
     """A named size (`sapiens2-0.4b`, `sapiens2-1b-4k`, ...) with optional keyword overrides."""
     base = name.removesuffix("-4k")
@@ -157,7 +203,25 @@ def build_backbone(name: str, **overrides) -> Sapiens2ViT:
         "num_heads": size.heads,
         "mha_first": size.mha_first,
         "mha_last": size.mha_last,
-        "window_layers": size.window_layers_4k if name.endswith("-4k") else 0,
+        "window_layers": default_window_layers(name),
     }
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     return Sapiens2ViT(**kwargs)
+
+
+def read_backbone_weights(path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(backbone state dict, config.model mapping) of a pretraining checkpoint (its student), a head
+    checkpoint (its backbone) or a `curate train import` output (its backbone). Both checkpoint
+    kinds record the local-stage depth in config.model.window_layers (None: the name's default)."""
+    from curation.training.checkpoint import read_checkpoint  # here: checkpoint imports the model side
+
+    state = read_checkpoint(path)  # a checkpoint directory or a consolidated / imported file
+    if "student" in state:  # pretraining: student.backbone.*
+        weights = {
+            k.removeprefix("backbone."): v for k, v in state["student"].items() if k.startswith("backbone.")
+        }
+    elif "backbone" in state:
+        weights = state["backbone"]
+    else:
+        raise ValueError(f"{path}: no backbone weights (neither a checkpoint of ours nor an imported file)")
+    return weights, state["config"]["model"]

@@ -36,6 +36,10 @@ def pretrain(
         list[str] | None, typer.Option("--set", help="Override a config key: --set optim.lr=1e-4")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint-last when it exists")] = True,
+    init: Annotated[
+        str | None,
+        typer.Option(help="Start the backbone from these weights (`curate train import` output or a checkpoint)"),
+    ] = None,
 ) -> None:
     """Joint MAE + [CLS] self-distillation pretraining of a Sapiens2 backbone."""
     from curation.training.backbone import list_sizes
@@ -43,7 +47,7 @@ def pretrain(
     from curation.training.progress import require_tensorboard
 
     # A ConfigError reaches `curate`'s main: one line, exit 2, like every user mistake.
-    cfg = load_pretrain_config(config, set_ or (), data__data=data, model__name=model)
+    cfg = load_pretrain_config(config, set_ or (), data__data=data, model__name=model, model__init=init)
     if cfg.model.name not in list_sizes():
         raise ConfigError(f"unknown model {cfg.model.name!r}; known: {', '.join(list_sizes())}")
     if cfg.train.tensorboard:
@@ -114,6 +118,29 @@ def evaluate(
     typer.echo(text)
     if output is not None:
         output.write_text(text + "\n")
+
+
+@train_app.command("import")
+def import_(
+    checkpoint: Annotated[Path, typer.Argument(help="Released checkpoint (.safetensors or torch file)")],
+    out: Annotated[Path, typer.Option(help="Output file for --set model.init=FILE or head --backbone FILE")],
+    from_: Annotated[str, typer.Option("--from", help="Source format: sapiens2")] = "sapiens2",
+) -> None:
+    """Convert released Sapiens2 weights (pretrain or task checkpoint) into our backbone layout."""
+    if from_ != "sapiens2":
+        raise ConfigError(f"--from {from_!r}: only sapiens2 checkpoints can be imported")
+    from curation.training.import_sapiens2 import import_sapiens2
+
+    summary = import_sapiens2(checkpoint, out)
+    typer.echo(
+        f"imported {summary['model']} ({summary['params'] / 1e6:.1f}M parameters, "
+        f"{summary['backbone_tensors']} backbone tensors) -> {summary['out']}"
+    )
+    if summary["head_tensors_kept_unconverted"]:
+        typer.echo(
+            f"{summary['head_tensors_kept_unconverted']} task-head tensors kept unconverted under "
+            "'released_head' (our heads differ from the released ones)"
+        )
 
 
 @train_app.command("export")

@@ -22,7 +22,13 @@ from curation.config import ConfigError, build_dataclass, parse_override, read_y
 class ModelConfig:
     name: str = "sapiens2-0.4b"  # a named size from curation.training.backbone.SIZES
     window_layers: int | None = None  # 4K variant: layers inside 4x4-token windows; None = the size's default
-    layer_scale_init: float = 1e-4
+    layer_scale_init: float = 1e-4  # released Sapiens2 `layer_scale_init_value`
+    # Architecture variants (backbone.ARCH_OPTIONS); the defaults are the released model.
+    rope_pairing: str = "halves"  # released: rotate-half; "pairs" = adjacent channel pairs (ours)
+    rope_dtype: str = "bf16"  # released `pos_embed_rope_dtype`; "fp32" = ours (fused CPU kernels)
+    layer_scale_ffn: bool = False  # released: LayerScale on attention only; True = both branches (ours)
+    tokenizer: str = "released"  # 4K tokenizer: "released" (local pos-embed) or "rope" (ours)
+    init: str = ""  # backbone weights to start from: `curate train import` output or a checkpoint
     decoder_dim: int = 512  # MAE decoder: light, as in MAE
     decoder_depth: int = 4
     decoder_heads: int = 16
@@ -126,6 +132,13 @@ class PretrainConfig:
             raise ConfigError(
                 f"cl.normalization must be centering or sinkhorn, got {self.cl.normalization!r}"
             )
+        for key, allowed in (
+            ("rope_pairing", ("halves", "pairs")),
+            ("rope_dtype", ("bf16", "fp32")),
+            ("tokenizer", ("released", "rope")),
+        ):
+            if getattr(self.model, key) not in allowed:
+                raise ConfigError(f"model.{key} must be one of {allowed}, got {getattr(self.model, key)!r}")
         if self.train.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {self.train.precision!r}")
         if self.train.strategy not in ("auto", "none", "ddp", "fsdp"):

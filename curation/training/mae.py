@@ -67,7 +67,8 @@ class MAEDecoder(nn.Module):
         self.num_prefix_tokens = num_prefix_tokens
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.rope = Rope2D(dim // num_heads)
+        # Not part of the released model (which ships no decoder): fp32 RoPE, the fused CPU path.
+        self.rope = Rope2D(dim // num_heads, dtype="fp32")
         self.blocks = nn.ModuleList([Block(dim, num_heads, layer_scale_init=None) for _ in range(depth)])
         self.norm = nn.RMSNorm(dim, eps=1e-6)
         # Each token predicts its token_stride x token_stride pixel patch as channels, and

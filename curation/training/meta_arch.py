@@ -9,11 +9,18 @@ full global crops and provides the CL targets.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 from torch import Tensor, nn
 
-from curation.training.backbone import build_backbone
+from curation.config import ConfigError
+from curation.training.backbone import (
+    arch_options,
+    build_backbone,
+    default_window_layers,
+    read_backbone_weights,
+)
 from curation.training.config import PretrainConfig
 from curation.training.dino_head import DINOHead
 from curation.training.losses import DINOClsLoss
@@ -24,7 +31,10 @@ class SSLMetaArch(nn.Module):
     def __init__(self, cfg: PretrainConfig):
         super().__init__()
         backbone = build_backbone(
-            cfg.model.name, window_layers=cfg.model.window_layers, layer_scale_init=cfg.model.layer_scale_init
+            cfg.model.name,
+            window_layers=cfg.model.window_layers,
+            layer_scale_init=cfg.model.layer_scale_init,
+            **arch_options(dataclasses.asdict(cfg.model)),
         )
         backbone.set_grad_checkpointing(cfg.model.grad_checkpointing)
         head = DINOHead(
@@ -62,6 +72,30 @@ class SSLMetaArch(nn.Module):
     def copy_student_to_teacher(self) -> None:
         for t, s in zip(*self.teacher_student_pairs()):
             t.copy_(s)  # once, at init: a loop, as DTensor has no _foreach_copy_
+
+    def load_backbone(self, path: str, cfg: PretrainConfig) -> None:
+        """Start student and teacher backbones from `path` (an imported release or a checkpoint of
+        ours). Its architecture must be the configured one: a mismatch is a ConfigError naming it."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        weights, model_cfg = read_backbone_weights(path)
+        backbone = self.student["backbone"]
+        window_layers = len(backbone.window_stage.blocks) if backbone.window_stage is not None else 0
+        ours = {"name": cfg.model.name, "window_layers": window_layers, **backbone.arch_options}
+        theirs = {
+            "name": model_cfg["name"],
+            "window_layers": model_cfg.get("window_layers") or default_window_layers(model_cfg["name"]),
+            **arch_options(model_cfg),
+        }
+        differ = [k for k in ours if ours[k] != theirs[k]]
+        if differ:
+            raise ConfigError(
+                f"model.init {path}: "
+                + ", ".join(f"{k} is {theirs[k]!r} there, {ours[k]!r} here" for k in differ)
+            )
+        # Works on plain and FSDP-sharded modules alike: full tensors in, each rank keeps its shard.
+        set_model_state_dict(backbone, weights, options=StateDictOptions(full_state_dict=True, strict=True))
+        self.copy_student_to_teacher()
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:

@@ -8,7 +8,7 @@ from torch import nn
 from curation.training.config import OptimConfig
 from curation.training.schedules import warmup_cosine
 
-NO_DECAY_NAMES = ("cls_token", "register_tokens", "window_cls", "mask_token", "gamma")
+NO_DECAY_NAMES = ("cls_token", "register_tokens", "window_cls", "local_pos_embed", "mask_token", "gamma")
 
 
 def param_groups(

@@ -117,6 +117,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
         changed = _changed_keys(loaded["config"], cfg.to_dict())
         if changed:
             log.warning("resuming %s with changed config keys: %s", ckpt, ", ".join(changed))
+    elif cfg.model.init:  # a fresh run from given backbone weights (a resumed one has its own)
+        model.load_backbone(cfg.model.init, cfg)
     if info.is_main:
         (out / "config.yaml").write_text(cfg.to_yaml())
 

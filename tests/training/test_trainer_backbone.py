@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -77,33 +79,55 @@ def test_tiny_forward_shapes_and_masked_subset():
     assert torch.allclose(a, b.flip(1), atol=1e-5)
 
 
-def test_rope_rotates_grid_tokens_by_position_and_leaves_prefix_alone():
-    rope = Rope2D(head_dim=16)
+@pytest.mark.parametrize("pairing", ["halves", "pairs"])
+def test_rope_rotates_grid_tokens_by_position_and_leaves_prefix_alone(pairing):
+    rope = Rope2D(head_dim=16, dtype="fp32")
     rotation = rope(4, 4, num_prefix=2)
-    assert rotation.shape == (1, 1, 2 + 16, 8) and rotation.is_complex()
+    assert rotation.cos.shape == rotation.sin.shape == (1, 1, 2 + 16, 8)
     q = torch.randn(1, 1, 18, 16)
-    rotated = apply_rope(q, rotation)
+    rotated = apply_rope(q, rotation, pairing)
     assert torch.equal(rotated[:, :, :2], q[:, :, :2])
     assert torch.allclose(rotated.norm(dim=-1), q.norm(dim=-1), atol=1e-5)  # a rotation
     # Relative: the score between two rotated vectors depends on their offset, not their place.
     v = torch.randn(16)
     x = v.expand(1, 1, 18, 16)
-    r = apply_rope(x, rotation)[0, 0, 2:].view(4, 4, 16)
+    r = apply_rope(x, rotation, pairing)[0, 0, 2:].view(4, 4, 16)
     assert torch.allclose(r[0, 0] @ r[0, 1], r[2, 2] @ r[2, 3], atol=1e-4)
     assert not torch.allclose(r[0, 0] @ r[0, 1], r[0, 0] @ r[0, 3], atol=1e-3)
 
 
-@pytest.mark.parametrize("kv_heads", [4, 2])
-def test_fused_cpu_kernels_match_the_plain_ops(kv_heads):
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_rope_is_the_released_rotate_half_in_the_released_dtype(dtype):
+    """The released formula, written out from its definition: periods base^(2i/(Dh/2)), angles
+    2 pi coord / period tiled over both halves, x * cos + rotate_half(x) * sin, all in `dtype`."""
+    dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    Dh, h, w = 16, 3, 4
+    periods = 100.0 ** (2 * torch.arange(Dh // 4, dtype=dt) / (Dh // 2))
+    ys, xs = torch.arange(0.5, h, dtype=dt) / h, torch.arange(0.5, w, dtype=dt) / w
+    coords = 2.0 * torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1).flatten(0, 1) - 1.0
+    angles = (2 * math.pi * coords[:, :, None] / periods[None, None, :]).flatten(1, 2).tile(2)
+    x = torch.randn(2, 3, h * w, Dh)
+    xr = x.to(dt)
+    half = torch.cat([-xr[..., Dh // 2 :], xr[..., : Dh // 2]], dim=-1)
+    expected = (xr * torch.cos(angles) + half * torch.sin(angles)).float()
+
+    rope = Rope2D(Dh, dtype=dtype)
+    assert rope.periods.dtype == dt and torch.equal(rope.periods, periods)
+    got = apply_rope(torch.cat([torch.randn(2, 3, 1, Dh), x], dim=2), rope(h, w, num_prefix=1))
+    assert torch.equal(got[:, :, 1:], expected)
+
+
+@pytest.mark.parametrize(("kv_heads", "pairing"), [(4, "halves"), (2, "halves"), (2, "pairs")])
+def test_fused_cpu_kernels_match_the_plain_ops(kv_heads, pairing):
     """The hand-fused CPU autograd functions (RMSNorm, QK-norm + RoPE, SwiGLU) and SDPA's GQA path
     give the plain-op results and gradients, with and without MAE's per-image `keep` rotations."""
     from curation.training.layers import Block, fused_cpu_kernels
 
     torch.manual_seed(0)
-    blk = Block(64, 4, kv_heads)
+    blk = Block(64, 4, kv_heads, layer_scale_ffn=True, rope_pairing=pairing)
     for p in blk.parameters():  # away from the init (unit gains, 1e-4 LayerScale) to test every term
         torch.nn.init.uniform_(p, 0.5, 1.5) if p.ndim == 1 else torch.nn.init.normal_(p, std=0.3)
-    rope = Rope2D(16)
+    rope = Rope2D(16, dtype="fp32")  # the fused path rotates in fp32
     x0, g = torch.randn(2, 2 + 12, 64), torch.randn(2, 2 + 12, 64)
     keep = torch.tensor([[0, 3, 5, 6, 7, 8, 1, 2, 4, 9, 10, 11], [11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0]])
     for rotation in (rope(3, 4, num_prefix=2), rope(3, 4, num_prefix=2, keep=keep)):

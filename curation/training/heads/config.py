@@ -23,6 +23,12 @@ class HeadModelConfig:
     # 4K variant: local-stage depth; None = the name's default. Set from the backbone when built,
     # so a head checkpoint rebuilds the pretraining run's architecture even when it overrode this.
     window_layers: int | None = None
+    # Architecture options (backbone.ARCH_OPTIONS), released values by default; set from the
+    # backbone when built, like window_layers.
+    rope_pairing: str = "halves"
+    rope_dtype: str = "bf16"
+    layer_scale_ffn: bool = False
+    tokenizer: str = "released"
     mode: str = "finetune"  # finetune (layer-wise LR decay) | frozen (only the head trains)
     channels: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])  # dense decoder widths
     pose_channels: int = 256  # deconv width of the pose head

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from curation.config import ConfigError
-from curation.training.backbone import Sapiens2ViT, build_backbone
-from curation.training.checkpoint import read_checkpoint
+from curation.training.backbone import Sapiens2ViT, arch_options, build_backbone, read_backbone_weights
 from curation.training.heads.tasks import TASKS
 
 
@@ -47,19 +47,9 @@ def window_layers_of(backbone: Sapiens2ViT) -> int:
 
 def backbone_from_checkpoint(path: str | Path) -> tuple[Sapiens2ViT, str]:
     """The student backbone of a pretraining checkpoint (or of a head checkpoint), and its model name."""
-    state = read_checkpoint(path)  # a checkpoint directory or a consolidated file
-    config = state["config"]
-    name = config["model"]["name"]
-    # Both checkpoint kinds record the local-stage depth in config.model.window_layers (None: the
-    # name's default; head checkpoints written before it was recorded have none).
-    window_layers = config["model"].get("window_layers")
-    if "student" in state:  # pretraining: student.backbone.*
-        weights = {
-            k.removeprefix("backbone."): v for k, v in state["student"].items() if k.startswith("backbone.")
-        }
-    else:  # a head checkpoint: its own backbone
-        weights = state["backbone"]
-    backbone = build_backbone(name, window_layers=window_layers)
+    weights, model_cfg = read_backbone_weights(path)
+    name = model_cfg["name"]
+    backbone = build_backbone(name, window_layers=model_cfg.get("window_layers"), **arch_options(model_cfg))
     backbone.load_state_dict(weights)
     return backbone, name
 
@@ -68,10 +58,13 @@ def build_task_model(cfg) -> TaskModel:
     """Backbone + head of `cfg.task`. `cfg.model.name` and `cfg.model.window_layers` are set to what
     was built, so that a saved config rebuilds the same architecture."""
     if cfg.model.init == "random":
-        backbone = build_backbone(cfg.model.name, window_layers=cfg.model.window_layers)
+        options = arch_options(dataclasses.asdict(cfg.model))
+        backbone = build_backbone(cfg.model.name, window_layers=cfg.model.window_layers, **options)
     else:
         backbone, cfg.model.name = backbone_from_checkpoint(cfg.model.backbone)
     cfg.model.window_layers = window_layers_of(backbone)
+    for key, value in backbone.arch_options.items():
+        setattr(cfg.model, key, value)
     stride = backbone.token_stride
     if any(s % stride for s in cfg.data.input_size):
         raise ConfigError(
