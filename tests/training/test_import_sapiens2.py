@@ -159,3 +159,33 @@ def test_a_task_checkpoint_converts_its_backbone_and_keeps_its_head(tmp_path, cu
     result = CliRunner().invoke(curate_app, ["train", "import", str(path), "--out", str(out)])
     # A ConfigError: `curate`'s main turns it into one line and exit 2 (tests/test_cli.py).
     assert isinstance(result.exception, ConfigError) and "neck.weight" in str(result.exception)
+
+
+def test_pretrain_starts_from_an_imported_backbone(tmp_path, shards, tiny_tree, curate_app):
+    import yaml
+
+    from curation.training.backbone import read_backbone_weights
+    from curation.training.checkpoint import LAST
+
+    save_file(release_state(seed=3), str(tmp_path / "release.safetensors"))
+    imported = tmp_path / "imported.pt"
+    import_sapiens2(tmp_path / "release.safetensors", imported)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_tree))
+    args = ["train", "pretrain", "--data", str(shards), "--config", str(config), "--init", str(imported)]
+    # lr 0: the one step leaves the student (and its EMA teacher) at the imported weights.
+    sets = ["--set", "train.steps=1", "--set", "optim.lr=0", "--set", "optim.min_lr=0"]
+    result = CliRunner().invoke(curate_app, [*args, "--out", str(tmp_path / "run"), *sets])
+    assert result.exit_code == 0, result.output
+    weights, _ = read_backbone_weights(imported)
+    trained, model_cfg = read_backbone_weights(tmp_path / "run" / LAST)
+    assert model_cfg["init"] == str(imported)
+    assert trained.keys() == weights.keys()
+    assert all(torch.equal(trained[k], weights[k]) for k in weights)
+
+    # An init file of another architecture is refused, naming what differs.
+    result = CliRunner().invoke(
+        curate_app, [*args, "--out", str(tmp_path / "other"), *sets, "--set", "model.layer_scale_ffn=true"]
+    )
+    assert isinstance(result.exception, ConfigError)
+    assert "layer_scale_ffn is False there, True here" in str(result.exception)
