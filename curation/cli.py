@@ -103,6 +103,7 @@ def run_cmd(
     else:
         summary = run_pipeline(cfg, input, output, stage=stage, reconfigure=reconfigure, on_event=progress)
     _print_funnel(summary)
+    _print_ingest_line(summary)
     if not summary["balanced"]:
         console.print(f"[red]accounting does not balance: inputs {summary['inputs']} != kept {summary['kept']} "
                       f"+ rejected {summary['rejected']}[/red]")
@@ -112,7 +113,23 @@ def run_cmd(
 def _exists(uri: str) -> bool:
     from curation.io import fs
 
-    return fs.exists(uri)
+    try:
+        return fs.exists(uri)
+    except OSError as exc:  # an unreachable endpoint or bucket, a refused credential
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise InputError(f"cannot reach {uri}: {first}") from None
+
+
+def _print_ingest_line(summary: dict) -> None:
+    """How many items the input held and what ingest refused, in one line after the funnel."""
+    ingest = summary.get("stages", {}).get("ingest")
+    if not ingest:
+        return
+    rejects = ingest["rejects"]
+    by_reason = ", ".join(f"{k} {v}" for k, v in sorted(rejects.items(), key=lambda kv: (-kv[1], kv[0])))
+    n = sum(rejects.values())
+    out.print(f"found {ingest['in']} item{'s' if ingest['in'] != 1 else ''}; rejected at ingest: {n}"
+              + (f" ({by_reason})" if by_reason else ""), highlight=False, soft_wrap=True)
 
 
 def _print_funnel(summary: dict) -> None:

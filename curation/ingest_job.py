@@ -26,6 +26,9 @@ def ingest_task(batch: Any, out: str, stage: Any) -> Any:
         spec = json.loads(spec_json)
         t0 = time.perf_counter()
         table = stage.read_shard(spec)
+        found = _planned_items(spec)
+        if found is not None and found != table.num_rows:  # an item without its row is a bug, not a reject
+            raise RuntimeError(f"ingest of {spec['shard']}: {table.num_rows} rows for {found} items found")
         part = store.write_part(stage.name, spec["shard"], table)
         rejects = Counter(r for r in table.column(REJECT).to_pylist() if r is not None)
         results.append({"shard": spec["shard"], "part": part, "rows": table.num_rows,
@@ -33,6 +36,15 @@ def ingest_task(batch: Any, out: str, stage: Any) -> Any:
                         "bytes": int(sum(b or 0 for b in table.column("bytes").to_pylist())),
                         "seconds": time.perf_counter() - t0})
     return pa.Table.from_pylist(results)
+
+
+def _planned_items(spec: dict[str, Any]) -> int | None:
+    """Items the plan found in a shard (a tar's members are only counted as it is read)."""
+    if spec["kind"] == "files":
+        return len(spec.get("items") or spec.get("uris") or [])
+    if spec["kind"] == "urls":
+        return spec["stop"] - spec["start"]
+    return None
 
 
 def run_ingest(stage: Any, store: RunStore, input_uri: str, fingerprint: str, emit: Any) -> None:

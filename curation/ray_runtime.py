@@ -45,7 +45,11 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, object_
     if ray.is_initialized():
         yield ray
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "configure_logging": False}
+    # Workers' stdout/stderr (third-party warnings such as PIL's "Corrupt EXIF data", Ray's own
+    # worker lines) go to Ray's session logs, not the user's terminal; `curate --debug` shows them.
+    log_to_driver = logging.getLogger().isEnabledFor(logging.INFO)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": log_to_driver,
+                              "configure_logging": False}
     env = env_vars(worker_env)
     if env:
         kwargs["runtime_env"] = {"env_vars": env}

@@ -31,6 +31,47 @@ class LoopbackServer:
                     return self._redirect("file:///etc/passwd")
                 if path == "html":
                     return self._send(200, b"<html>hello</html>", "text/html")
+                if path == "jpeg-as-html":  # a real image behind a lying header
+                    return self._send(200, next(iter(server.files.values())), "text/html")
+                if path == "html-as-jpeg":
+                    return self._send(200, b"<html><body>not a picture</body></html>" * 20, "image/jpeg")
+                if path == "empty":
+                    return self._send(200, b"", "image/jpeg")
+                if path == "drip":  # a byte at a time, for as long as the client stays (bounded)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", "100000")
+                    self.end_headers()
+                    for _ in range(120):
+                        if server.release.wait(0.25):
+                            return
+                        try:
+                            self.wfile.write(b"\xff")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                    return
+                if path == "short-length":  # says 100 bytes, sends the whole image
+                    data = next(iter(server.files.values()))
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                if path == "gzip-bomb":  # compressed although identity was asked for
+                    import gzip
+
+                    body = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Encoding", "gzip")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                if path.startswith("redirect-to/"):  # anywhere: another host, a blocked address
+                    return self._redirect(path[len("redirect-to/"):].replace("__", "://", 1))
                 if path == "huge":
                     self.send_response(200)
                     self.send_header("Content-Type", "image/jpeg")

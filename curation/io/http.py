@@ -47,7 +47,10 @@ class FetchPolicy:
 
 
 def scheme_reason(url: str, policy: FetchPolicy) -> str | None:
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # "http://[::1" and the like
+        return "invalid_url"
     return None if scheme in policy.allowed_schemes and scheme in SUPPORTED_SCHEMES else "scheme_not_allowed"
 
 
@@ -86,7 +89,7 @@ def fetch(session: requests.Session, url: str, policy: FetchPolicy) -> tuple[byt
     reason = scheme_reason(url, policy)
     if reason:
         return None, reason
-    if urlsplit(url).scheme.lower() == "s3":
+    if url.lower().startswith("s3:"):
         from curation.io.s3fetch import fetch_s3
 
         return fetch_s3(url, policy)  # the SDK retries with its own backoff, `retries` times at most
@@ -105,30 +108,33 @@ def fetch(session: requests.Session, url: str, policy: FetchPolicy) -> tuple[byt
 
 def _fetch_once(session: requests.Session, url: str, policy: FetchPolicy,
                 deadline: _Deadline) -> tuple[bytes | None, str | None, bool]:
+    resp = None
     try:
         timeout = max(0.05, min(policy.timeout_s, deadline.left()))
         # identity: a compressed body would be inflated by the client, past any size we checked.
         headers = {"User-Agent": policy.user_agent, "Accept-Encoding": "identity"}
-        with session.get(url, timeout=timeout, stream=True, headers=headers) as resp:
-            for hop in resp.history + [resp]:  # a redirect may not leave http(s) either
-                if urlsplit(hop.url).scheme.lower() not in policy.allowed_schemes:
-                    return None, "scheme_not_allowed", False
-            if resp.status_code != 200:
-                return None, f"http_{resp.status_code}", resp.status_code in RETRYABLE_STATUS
-            # Content-Type is not checked: servers lie both ways, and decode sniffs the bytes.
-            length = resp.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > policy.max_bytes:
+        resp = session.get(url, timeout=timeout, stream=True, headers=headers)
+        for hop in resp.history + [resp]:  # a redirect may not leave http(s) either
+            if urlsplit(hop.url).scheme.lower() not in policy.allowed_schemes:
+                return None, "scheme_not_allowed", False
+        if resp.status_code != 200:
+            return None, f"http_{resp.status_code}", resp.status_code in RETRYABLE_STATUS
+        # Content-Type is not checked: servers lie both ways, and decode sniffs the bytes.
+        length = resp.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > policy.max_bytes:
+            return None, "too_large", False
+        chunks, total = [], 0
+        for chunk in resp.raw.stream(_CHUNK, decode_content=False):
+            total += len(chunk)
+            if total > policy.max_bytes:
                 return None, "too_large", False
-            chunks, total = [], 0
-            for chunk in resp.raw.stream(_CHUNK, decode_content=False):
-                total += len(chunk)
-                if total > policy.max_bytes:
-                    return None, "too_large", False
-                if deadline.expired:
-                    return None, "timeout", False
-                chunks.append(chunk)
-            data = b"".join(chunks)
-            return (data, None, False) if data else (None, "empty_file", False)
+            if deadline.expired:
+                return None, "timeout", False
+            chunks.append(chunk)
+        resp.raw.release_conn()  # read to the end: the connection is kept alive for the next URL
+        resp = None
+        data = b"".join(chunks)
+        return (data, None, False) if data else (None, "empty_file", False)
     except requests.TooManyRedirects:
         return None, "too_many_redirects", False
     except requests.exceptions.InvalidSchema:
@@ -149,6 +155,9 @@ def _fetch_once(session: requests.Session, url: str, policy: FetchPolicy,
         if _caused_by(exc, Urllib3Timeout, TimeoutError):
             return None, "timeout", True
         return None, "connection_error", True
+    finally:
+        if resp is not None:  # left early: drop the connection rather than drain the body
+            resp.close()
 
 
 def _caused_by(exc: BaseException, *types: type) -> bool:

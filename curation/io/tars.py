@@ -153,7 +153,7 @@ def _samples(raw: Any, uri: str, max_member_bytes: int, ratio: float, total: int
                     raise tarfile.HeaderError(f"unreadable header at byte {offset}")
                 break
             name = names.from_text(member.name)
-            reason = _member_reason(member, name)
+            reason = _member_reason(member, member.name)  # the raw name: a backslash of escaping is not one
             if reason is None:
                 m = _KEY_EXT.match(name)
                 key, ext = (m.group(1), m.group(2).lower()) if m else (name, "")
@@ -191,7 +191,7 @@ def _member_reason(member: tarfile.TarInfo, name: str) -> str | None:
 
 def _broken(current: TarSample | None, uri: str, reason: str, error: str) -> Iterator[TarSample]:
     """The sample being read when the tar broke keeps the members read whole; the break is one row."""
-    if current is not None:
+    if current is not None and (current.members or current.reject):  # else its member is the break
         yield current
     yield TarSample(key=f"{posixpath.basename(uri)}#{reason}", reject=reason, error=error)
 
