@@ -2,8 +2,9 @@
 
 Under `torchrun` (RANK/WORLD_SIZE/LOCAL_RANK set) we join the process group (NCCL on GPU, gloo on
 CPU). Small models are replicated with DDP; large ones (>= 1B parameters under `strategy: auto`)
-are sharded with FSDP2 `fully_shard`, one unit per transformer block, student and teacher alike,
-so the teacher's EMA runs on matching local shards.
+are sharded with FSDP2 `fully_shard`, one unit per transformer block: in pretraining student and
+teacher alike, so the teacher's EMA runs on matching local shards; in head training the backbone
+and the head.
 """
 
 from __future__ import annotations
@@ -69,10 +70,9 @@ def resolve_strategy(strategy: str, num_params: int, info: DistInfo) -> str:
     return strategy
 
 
-def shard_with_fsdp(model: nn.Module, info: DistInfo, bf16: bool) -> None:
-    """FSDP2 per block, then per part, then the whole. The model is still on the meta device."""
+def _fsdp_mesh_and_policy(info: DistInfo, bf16: bool):
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy
 
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     mp = (
@@ -80,19 +80,49 @@ def shard_with_fsdp(model: nn.Module, info: DistInfo, bf16: bool) -> None:
         if bf16
         else MixedPrecisionPolicy()
     )
+    return mesh, mp
+
+
+def _shard_backbone(backbone: nn.Module, mesh, mp) -> None:
+    """One FSDP unit per transformer block (and the 4K window stage), then the rest of the backbone:
+    a rank holds one block's full parameters at a time."""
+    from torch.distributed.fsdp import fully_shard
+
+    for blk in backbone.blocks:
+        fully_shard(blk, mesh=mesh, mp_policy=mp)
+    if backbone.window_stage is not None:
+        fully_shard(backbone.window_stage, mesh=mesh, mp_policy=mp)
+    fully_shard(backbone, mesh=mesh, mp_policy=mp)
+
+
+def shard_with_fsdp(model: nn.Module, info: DistInfo, bf16: bool) -> None:
+    """Pretraining: FSDP2 per block, then per part, then the whole. The model is still on the meta device."""
+    from torch.distributed.fsdp import fully_shard
+
+    mesh, mp = _fsdp_mesh_and_policy(info, bf16)
     for tree in (model.student, model.teacher):
-        backbone = tree["backbone"]
-        for blk in backbone.blocks:
-            fully_shard(blk, mesh=mesh, mp_policy=mp)
-        if backbone.window_stage is not None:
-            fully_shard(backbone.window_stage, mesh=mesh, mp_policy=mp)
-        fully_shard(backbone, mesh=mesh, mp_policy=mp)
+        _shard_backbone(tree["backbone"], mesh, mp)
         fully_shard(tree["dino_head"], mesh=mesh, mp_policy=mp)
     for blk in model.student["mae_decoder"].blocks:
         fully_shard(blk, mesh=mesh, mp_policy=mp)
     fully_shard(model.student["mae_decoder"], mesh=mesh, mp_policy=mp)
     # The meta-arch as root: FSDP keeps a root's parameters unsharded after forward, which would
     # leave the teacher (never run backward) holding full plain tensors at EMA time.
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+
+
+def shard_task_model(model: nn.Module, info: DistInfo, bf16: bool) -> None:
+    """Head training: the backbone per block, the head, then the task model as root. Parameter
+    names are unchanged, so the optimiser's layer-wise LR decay groups are built as without FSDP."""
+    from torch.distributed.fsdp import fully_shard
+
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    mesh, mp = _fsdp_mesh_and_policy(info, bf16)
+    _shard_backbone(model.backbone, mesh, mp)
+    # The task model calls backbone.feature_map, not forward: FSDP must gather around it too.
+    register_fsdp_forward_method(model.backbone, "feature_map")
+    fully_shard(model.head, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
 
 

@@ -2,7 +2,8 @@
 
 The same machinery as pretraining: resumable WebDataset streams, AdamW + warmup/cosine, bf16 on
 GPU, gradient accumulation and clipping, a loud stop on a non-finite loss, exact-resume
-checkpoints and DDP under torchrun.
+checkpoints, and DDP or FSDP2 (`train.strategy`; auto = FSDP from 1B parameters) under torchrun.
+Logged losses are means over the ranks.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
+def _mean_over_ranks(sums: dict[str, float], info: D.DistInfo) -> dict[str, float]:
+    if not info.enabled:
+        return sums
+    values = torch.tensor([sums[k] for k in sorted(sums)], dtype=torch.float64, device=info.device)
+    dist.all_reduce(values)
+    return dict(zip(sorted(sums), (values / info.world_size).tolist(), strict=True))
+
+
 def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -> list[dict[str, float]]:
     """Train (or resume) a task head into `out_dir`; returns this process's per-step losses."""
     cfg.validate()
@@ -48,9 +57,14 @@ def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -
 
     shards = resolve_shards(cfg.data.data)
     require_labels(shards, cfg.task)
-    seed_all(t.seed)
+    seed_all(t.seed)  # identical initial head weights on every rank
     model = build_task_model(cfg).to(info.device)
-    wrapped = D.wrap_ddp(model, info) if info.enabled else model
+    strategy = D.resolve_strategy(t.strategy, sum(p.numel() for p in model.backbone.parameters()), info)
+    wrapped = model
+    if strategy == "fsdp":
+        D.shard_task_model(model, info, bf16)  # in place: the optimiser sees this rank's shards
+    elif strategy == "ddp":
+        wrapped = D.wrap_ddp(model, info)
     optimizer = build_optimizer(model, model.backbone, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, t.steps)
     seed_all(t.seed + 1000 * info.rank)
@@ -81,7 +95,8 @@ def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -
     if logger is not None:
         logger.message(
             f"head {cfg.task} on {cfg.model.name} ({cfg.model.mode}): {len(shards)} shards, "
-            f"{info.world_size} rank(s), step {step}/{t.steps}, out {out}"
+            f"{info.world_size} rank(s), strategy {strategy}, {'bf16' if bf16 else 'fp32'}, "
+            f"step {step}/{t.steps}, out {out}"
         )
     images_per_step = cfg.data.batch_size * t.accum_steps * info.world_size
     H, W = cfg.data.input_size
@@ -119,6 +134,7 @@ def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -
             sums[k] = sums.get(k, 0.0) + v
         window += 1
         if step % t.log_every == 0 or step == t.steps:
+            sums = _mean_over_ranks(sums, info)  # collective: every rank takes part
             if logger is not None:
                 metrics = {k: v / window for k, v in sums.items()} | {"lr": max(scheduler.get_last_lr())}
                 logger.log(step, metrics, images_per_step * window, tokens_per_step * window)
