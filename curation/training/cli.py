@@ -103,17 +103,19 @@ def evaluate(
     task: Annotated[str | None, typer.Option(help="Check the checkpoint is for this task")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Default: the training batch size")] = None,
     output: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON here")] = None,
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one) | cpu | cuda | cuda:N")] = "auto",
+    bf16: Annotated[bool, typer.Option(help="Run the model under bf16 autocast")] = False,
 ) -> None:
     """Print a trained head's metrics on a labelled shard set."""
     import json
 
     from curation.training.heads.evaluate import evaluate as run_eval
-    from curation.training.heads.evaluate import load_head_checkpoint
+    from curation.training.heads.evaluate import load_head_checkpoint, resolve_device
 
-    model, cfg = load_head_checkpoint(checkpoint)
+    model, cfg = load_head_checkpoint(checkpoint, resolve_device(device))
     if task is not None and task != cfg.task:
         raise ConfigError(f"{checkpoint} is a {cfg.task} head, not {task}")
-    metrics = run_eval(model, cfg, data, batch_size=batch_size)
+    metrics = run_eval(model, cfg, data, batch_size=batch_size, bf16=bf16)
     text = json.dumps({"task": cfg.task, **metrics}, indent=2)
     typer.echo(text)
     if output is not None:
