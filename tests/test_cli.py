@@ -100,3 +100,30 @@ def test_output_from_another_config_is_refused_with_what_to_do(sample_crawl, tmp
 def test_debug_shows_the_traceback():
     res = curate("--debug", "run", "-i", ".", "-o", "/tmp/x", "--set", "decod.min_side=3")
     assert res.returncode != 0 and "Traceback" in res.stderr and "did you mean 'decode'" in res.stderr
+
+
+def test_input_mistakes_are_one_line(tmp_path):
+    """An http:// input, an unreachable bucket and a malformed URL list: one line each, exit 2."""
+    bad = tmp_path / "urls.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    noisy = tmp_path / "list.csv"
+    noisy.write_text("caption\nno url column here\n")
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    cases = [(["run", "-i", "http://127.0.0.1:9/urls.csv", "-o", str(tmp_path / "o1")], {},
+              "unsupported storage scheme http://"),
+             (["run", "-i", str(bad), "-o", str(tmp_path / "o2")], {}, "not a readable URL list"),
+             (["run", "-i", str(noisy), "-o", str(tmp_path / "o3")], {}, "no 'url' column"),
+             (["run", "-i", "s3://no-such-bucket/crawl/", "-o", str(tmp_path / "o4")], env, "cannot reach s3://")]
+    for args, extra, needle in cases:
+        res = curate_env(extra, *args, *[a for s in base_overrides() for a in ("--set", s)])
+        assert res.returncode == 2, (args, res.stderr)
+        assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert "Traceback" not in res.stderr
+
+
+def curate_env(extra: dict, *args: str) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "curation.cli", *args], capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, **extra})
