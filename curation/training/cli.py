@@ -38,7 +38,7 @@ def pretrain(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint-last when it exists")] = True,
     init: Annotated[
         str | None,
-        typer.Option(help="Start the backbone from these weights (`curate train import` output or a checkpoint)"),
+        typer.Option(help="Start the backbone from these weights (`curate train import` output, a checkpoint)"),
     ] = None,
 ) -> None:
     """Joint MAE + [CLS] self-distillation pretraining of a Sapiens2 backbone."""
@@ -56,9 +56,11 @@ def pretrain(
 
     history = run_pretrain(cfg, out, resume=resume)
     if history and os.environ.get("RANK", "0") == "0":
-        last = history[-1]
+        # The last log line's averages (over its steps and all ranks), the figures metrics.jsonl holds.
+        last = {"step": history[-1]["step"], **history[-1].get("logged", history[-1])}
         typer.echo(
-            f"done: step {last['step']} loss {last['loss']:.4f} (mae {last['mae']:.4f}, cl {last['cl']:.4f})"
+            f"done: step {last['step']} loss {last['loss']:.4f} (mae {last['mae']:.4f}, cl {last['cl']:.4f}; "
+            "averages of the last log window)"
         )
 
 

@@ -23,8 +23,12 @@ from curation.training.backbone import (
 )
 from curation.training.config import PretrainConfig
 from curation.training.dino_head import DINOHead
+from curation.training.health import target_entropies
 from curation.training.losses import DINOClsLoss
 from curation.training.mae import MAEDecoder, mae_loss, random_masking
+
+# What forward returns besides the loss to backpropagate; the trainer averages and logs them.
+METRICS = ("loss", "mae", "cl", "teacher_entropy", "teacher_mi")
 
 
 class SSLMetaArch(nn.Module):
@@ -114,7 +118,9 @@ class SSLMetaArch(nn.Module):
         with torch.no_grad():
             t_cls = self.teacher["backbone"](views)["cls"]  # [G*B, D]
             t_logits = self.teacher["dino_head"](t_cls)  # [G*B, K]
-            targets = self.dino_loss.teacher_targets(t_logits, teacher_temp).chunk(G)  # G x [B, K]
+            all_targets = self.dino_loss.teacher_targets(t_logits, teacher_temp)  # [G*B, K]
+            entropy, mi = target_entropies(all_targets)  # collapse signs (health.py)
+            targets = all_targets.chunk(G)  # G x [B, K]
 
         backbone = self.student["backbone"]
         stride = backbone.token_stride
@@ -132,4 +138,10 @@ class SSLMetaArch(nn.Module):
         loss_cl = self.dino_loss(list(s_logits.split(B)), list(targets))
 
         loss = loss_mae + self.cl_weight * loss_cl
-        return {"loss": loss, "mae": loss_mae.detach(), "cl": loss_cl.detach()}
+        return {
+            "loss": loss,
+            "mae": loss_mae.detach(),
+            "cl": loss_cl.detach(),
+            "teacher_entropy": entropy,
+            "teacher_mi": mi,
+        }

@@ -28,6 +28,27 @@ def require_tensorboard():
     return SummaryWriter
 
 
+def _step_of(line: str) -> float:
+    """A row's step; a row torn by a crash mid-write has none and is dropped with the later ones."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
+def drop_rows_after(path: Path, step: int) -> None:
+    """Remove the rows of `path` logged after `step`: a run resumed from the checkpoint of `step`
+    logs those steps again, and each step must appear once."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if _step_of(line) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -48,6 +69,7 @@ class MetricsLogger:
         if mode == "auto":
             mode = "bar" if self.console.is_terminal else "lines"
         self.mode = mode
+        drop_rows_after(out_dir / "metrics.jsonl", start_step)
         self.jsonl = open(out_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115  (closed in close())
         self.progress = None
         if mode == "bar":
@@ -78,7 +100,7 @@ class MetricsLogger:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
                     self.tb.add_scalar(k, v, step)
-        hidden = {"step", "teacher_temp", "epoch", "grad_norm"}
+        hidden = {"step", "teacher_temp", "epoch", "grad_norm", "warnings", "teacher_entropy"}
         shown = " ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in hidden)
         if self.progress is not None:
             self.progress.update(self.task, completed=step, metrics=shown)

@@ -28,8 +28,9 @@ from curation.training.data import (
     num_streams_for,
     resolve_shards,
 )
+from curation.training.health import FailureWatch, cpu_pretrain_estimate
 from curation.training.init import init_weights
-from curation.training.meta_arch import SSLMetaArch
+from curation.training.meta_arch import METRICS, SSLMetaArch
 from curation.training.optim import build_optimizer, build_scheduler
 from curation.training.progress import MetricsLogger
 from curation.training.schedules import cosine, linear_warmup
@@ -155,16 +156,22 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
             f"pretrain {cfg.model.name}: {len(shards)} shards, {info.world_size} rank(s), strategy {strategy}, "
             f"{'bf16' if bf16 else 'fp32'}, step {step}/{t.steps}, out {out}"
         )
+    if logger is not None and info.device.type == "cpu":
+        _warn_cpu(logger, cfg, model.student["backbone"])
     images_per_step = d.batch_size * t.accum_steps * info.world_size
     tokens_per_step = images_per_step * tokens_per_image(cfg, model.student["backbone"].token_stride)
     history: list[dict[str, float]] = []
-    window = torch.zeros(4, dtype=torch.float64)  # loss, mae, cl sums and step count since the last log
+    # Sums of METRICS and the step count since the last log line.
+    window = torch.zeros(len(METRICS) + 1, dtype=torch.float64)
+    watch = FailureWatch(
+        max(cfg.optim.warmup_steps, cfg.cl.teacher_temp_warmup_steps), cfg.cl.prototypes, 2 * d.batch_size
+    )
     model.train()
     while step < t.steps:
         teacher_temp = linear_warmup(
             step, cfg.cl.teacher_temp_warmup_steps, cfg.cl.teacher_temp_warmup_start, cfg.cl.teacher_temp
         )
-        losses = torch.zeros(3, dtype=torch.float64)
+        losses = torch.zeros(len(METRICS), dtype=torch.float64)
         for micro in range(t.accum_steps):
             batch = next(batches)
             position.update(batch["position"])
@@ -174,10 +181,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
                 with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=bf16):
                     out_dict = wrapped(global_crops, local_crops, teacher_temp)
                 (out_dict["loss"] / t.accum_steps).backward()
-            values = torch.stack([out_dict["loss"].detach(), out_dict["mae"], out_dict["cl"]]).double().cpu()
+            values = torch.stack([out_dict[k].detach() for k in METRICS]).double().cpu()
             if not torch.isfinite(values).all():
                 raise FloatingPointError(
-                    f"non-finite loss at step {step} (loss, mae, cl = {values.tolist()}); stopping"
+                    f"non-finite loss at step {step} ({', '.join(METRICS)} = {values.tolist()}); stopping"
                 )
             losses += values / t.accum_steps
         grad_norm = (
@@ -196,8 +203,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
         window += torch.cat([losses, torch.ones(1, dtype=torch.float64)])
 
         if step % t.log_every == 0 or step == t.steps:
-            _log(
+            history[-1]["logged"] = _log(
                 logger,
+                watch,
                 window,
                 info,
                 step,
@@ -229,24 +237,51 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
     return history
 
 
+def _warn_cpu(logger: MetricsLogger, cfg: PretrainConfig, backbone) -> None:
+    """Sizes from 0.1b up are meant for GPUs: say so, with the rate to expect here."""
+    num_params = sum(p.numel() for p in backbone.parameters())
+    if num_params < 50e6:
+        return
+    s, P, d = backbone.token_stride, backbone.num_prefix_tokens, cfg.data
+    n_global = (d.global_size[0] // s) * (d.global_size[1] // s)
+    n_local = (d.local_size[0] // s) * (d.local_size[1] // s)
+    student = 2 * (round(n_global * (1 - cfg.mae.mask_ratio)) + P) + d.local_crops * (n_local + P)
+    rate, gflop = cpu_pretrain_estimate(num_params, student, 2 * (n_global + P))
+    logger.message(
+        f"warning: {cfg.model.name} ({num_params / 1e6:.0f}M parameters) is meant for GPUs; on this CPU "
+        f"expect about {rate:.3g} img/s ({gflop:.0f} GFLOP per image, {torch.get_num_threads()} threads). "
+        "Try --model sapiens2-tiny to check the pipeline on a CPU."
+    )
+
+
 def _log(
-    logger, window, info, step, scheduler, grad_norm, teacher_temp, position, images_per_step, tokens_per_step
-):
+    logger,
+    watch,
+    window,
+    info,
+    step,
+    scheduler,
+    grad_norm,
+    teacher_temp,
+    position,
+    images_per_step,
+    tokens_per_step,
+) -> dict[str, Any]:
+    """Log the window's averages (over steps and ranks) with any failure warnings; returns them."""
     if info.enabled:
         reduced = window.to(info.device)
         dist.all_reduce(reduced)
         window = reduced.cpu() / info.world_size
-    if logger is None:
-        return
-    n = max(window[3].item(), 1.0)
-    metrics: dict[str, Any] = {
-        "loss": window[0].item() / n,
-        "mae": window[1].item() / n,
-        "cl": window[2].item() / n,
-        "lr": max(scheduler.get_last_lr()),
-        "teacher_temp": teacher_temp,
-        "epoch": position.epoch,
-    }
+    n = max(window[-1].item(), 1.0)
+    metrics: dict[str, Any] = {k: window[i].item() / n for i, k in enumerate(METRICS)}
+    metrics |= {"lr": max(scheduler.get_last_lr()), "teacher_temp": teacher_temp, "epoch": position.epoch}
     if grad_norm is not None:
         metrics["grad_norm"] = float(grad_norm)
-    logger.log(step, metrics, int(images_per_step * n), int(tokens_per_step * n))
+    warnings, started = watch.check(step, metrics)
+    if warnings:
+        metrics["warnings"] = warnings
+    if logger is not None:
+        for text in started:
+            logger.message(text)
+        logger.log(step, metrics, int(images_per_step * n), int(tokens_per_step * n))
+    return metrics
