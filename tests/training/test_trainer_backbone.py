@@ -21,6 +21,25 @@ RELEASED = {
 }
 
 
+# Exact counts of the released model code (facebookresearch/sapiens2 standalone `Sapiens2`, commit
+# 3098c146, built on the meta device); the README's rounded figures above count slightly more.
+RELEASED_EXACT = {
+    "sapiens2-0.1b": 113_993_472,
+    "sapiens2-0.4b": 395_450_368,
+    "sapiens2-0.8b": 814_283_520,
+    "sapiens2-1b": 1_455_474_176,
+    "sapiens2-1b-4k": 1_606_588_928,
+    "sapiens2-5b": 5_066_902_976,
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_EXACT))
+def test_parameter_count_is_the_release_codes_exactly(name):
+    with torch.device("meta"):
+        model = build_backbone(name)
+    assert sum(p.numel() for p in model.parameters()) == RELEASED_EXACT[name]
+
+
 @pytest.mark.parametrize("name", sorted(RELEASED))
 def test_parameter_count_matches_release(name):
     with torch.device("meta"):

@@ -88,3 +88,26 @@ def test_a_run_logs_its_failure_signs_and_ends_with_the_logged_average(
     assert (
         f"done: step 4 loss {last['loss']:.4f} (mae {last['mae']:.4f}, cl {last['cl']:.4f};" in result.output
     )
+
+
+def test_the_readme_default_on_a_cpu_warns_with_the_rate_to_expect(tiny_config):
+    from curation.training.backbone import build_backbone
+    from curation.training.trainer import _warn_cpu
+
+    class Messages(list):
+        message = list.append
+
+    cfg = tiny_config(
+        "", "model.name=sapiens2-0.4b", "data.global_size=[1024,768]", "data.local_size=[256,192]"
+    )
+    with torch.device("meta"):
+        backbone = build_backbone("sapiens2-0.4b")
+    said = Messages()
+    _warn_cpu(said, cfg, backbone)
+    assert len(said) == 1 and "sapiens2-0.4b (395M parameters) is meant for GPUs" in said[0]
+    rate = float(said[0].split("expect about ")[1].split(" img/s")[0])
+    assert 0 < rate < 1  # a 0.4b step on a CPU is seconds per image at best
+    with torch.device("meta"):
+        tiny = build_backbone("sapiens2-tiny")
+    _warn_cpu(said, cfg, tiny)
+    assert len(said) == 1  # the tiny model is for CPUs
