@@ -165,5 +165,29 @@ def export(
     )
 
 
+@train_app.command("labels")
+def labels(
+    kind: Annotated[str, typer.Argument(help="pose | seg | normal | pointmap")],
+    images: Annotated[Path, typer.Option(help="Folder of images (pose: the COCO file_name root)")],
+    out: Annotated[Path, typer.Option(help="Output folder: shards, manifest.json, rejects.jsonl, summary.json")],
+    annotations: Annotated[Path | None, typer.Option(help="pose: COCO / COCO-WholeBody keypoint JSON")] = None,
+    masks: Annotated[Path | None, typer.Option(help="seg: folder of <stem>.png class-id masks")] = None,
+    class_map: Annotated[Path | None, typer.Option(help="seg: JSON {your id: our class name | ignore}")] = None,
+    maps: Annotated[Path | None, typer.Option(help="normal / pointmap: folder of <stem>.npy [H, W, 3]")] = None,
+    intrinsics: Annotated[
+        Path | None, typer.Option(help="pointmap: JSON {fx, fy, cx, cy} for all, or {stem: {...}}")
+    ] = None,
+    samples_per_shard: Annotated[int, typer.Option(help="Samples per tar")] = 1000,
+) -> None:
+    """Build labelled shards for `curate train head` from annotations you have; bad items are rejects."""
+    from curation.training.label_sources.build import build_labels
+
+    s = build_labels(kind, out, images, annotations=annotations, masks=masks, class_map=class_map, maps=maps,
+                     intrinsics=intrinsics, samples_per_shard=samples_per_shard)  # fmt: skip
+    rejects = ", ".join(f"{r}: {n}" for r, n in s["rejects"].items()) or "none"
+    typer.echo(f"{kind}: {s['inputs']} inputs = {s['written']} written + {s['inputs'] - s['written']} rejected "
+               f"({rejects}); {s['shards']} shard(s) -> {out / 'manifest.json'}")  # fmt: skip
+
+
 if __name__ == "__main__":
     train_app()

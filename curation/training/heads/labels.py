@@ -161,7 +161,7 @@ def warp_affine(image: np.ndarray, M: np.ndarray, out_size: tuple[int, int]) -> 
     warped = Image.fromarray(image).transform(
         (W, H), Image.Transform.AFFINE, inverse[:2].flatten(), Image.BILINEAR
     )
-    return np.asarray(warped)
+    return np.array(warped)  # writable: torch.from_numpy warns on read-only arrays
 
 
 def pose_sample(raw: dict[str, Any], cfg, gen: torch.Generator, train: bool) -> dict[str, Tensor]:
