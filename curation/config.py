@@ -28,6 +28,7 @@ class StageConfig:
     """Resource overrides every stage accepts; None keeps the stage's declared default."""
 
     batch_size: int | None = None
+    gpu_batch_size: int | None = None  # the batch when the stage runs on a GPU
     num_cpus: float | None = None
     num_gpus: float | None = None
     concurrency: int | None = None  # actor pool max size for stateful stages

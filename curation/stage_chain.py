@@ -54,14 +54,21 @@ class StageGroup:
 
 
 def fusable_groups(stages: list[Stage], gpus: float, fuse: bool) -> list[Stage | StageGroup]:
-    """Runs of consecutive stages that would not take a GPU, each as one StageGroup."""
+    """Runs of consecutive stages that would not take a GPU, each as one StageGroup.
+
+    Marks each stage with where it will run (`Stage.on_gpu`), which picks its batch size: a stage
+    that declares `num_gpus` gets a GPU when the cluster has one, and runs on the CPU, in a chain,
+    when it has none or `<stage>.num_gpus: 0` says so.
+    """
     def on_gpu(s: Stage) -> bool:
         return s.stateful and s.uses_gpu and gpus > 0 and s.effective_resources().num_gpus > 0
 
+    for s in stages:
+        s.on_gpu = on_gpu(s)
     units: list[Any] = []
     run: list[Stage] = []
     for s in [*stages, None]:
-        if s is not None and fuse and not on_gpu(s):
+        if s is not None and fuse and not s.on_gpu:
             run.append(s)
             continue
         if len(run) > 1 and any(r.stateful for r in run):

@@ -36,9 +36,17 @@ def test_cpu_workers_run_the_whole_per_image_dag_in_one_chain():
 def test_gpu_stages_keep_their_own_pools_and_cpu_runs_between_them_fuse():
     cfg = load_config(None, [])
     units = fusable_groups([get_stage(n)(cfg) for n in DAG], gpus=1.0, fuse=True)
-    # detect, headpose and embed take GPU fractions; text (onnxruntime CPU) fuses with its
-    # neighbours quality (no GPU asked) and filter; decode alone stays a task
+    # detect, headpose, embed and text take GPU fractions; quality (no GPU asked) sits alone
+    # between two GPU pools; decode and filter stay tasks
+    assert _names(units) == ["decode", "detect", "headpose", "embed", "quality", "text", "filter"]
+    assert [s.on_gpu for s in units] == [False, True, True, True, False, True, False]
+    assert [s.effective_resources().batch_size for s in units[1:4]] == [
+        get_stage(n).resources.gpu_batch_size for n in ("detect", "headpose", "embed")]
+    # text asked for no GPU: it runs on the CPU, in a chain with quality, at its CPU batch size
+    cfg = load_config(None, ["text.num_gpus=0"])
+    units = fusable_groups([get_stage(n)(cfg) for n in DAG], gpus=1.0, fuse=True)
     assert _names(units) == ["decode", "detect", "headpose", "embed", "quality+text+filter"]
+    assert units[-1].effective_resources().batch_size == 16
 
 
 def test_fusion_off_gives_one_unit_per_stage():
@@ -141,10 +149,12 @@ def test_the_loader_is_never_fused_into_the_chain(ray_local, tmp_path):
     assert max(r["rows"] for r in out) <= 32  # batches of rows, not bundles of shards
 
 
-def test_quality_reuses_embeds_clip_when_they_share_an_actor(monkeypatch):
+def test_quality_reuses_embeds_clip_when_they_share_an_actor(monkeypatch, tmp_path):
     # Building a second ViT-B-32 for quality's prompts cost each fused actor ~2-3 CPU-s and ~600 MB.
-    from curation.models.clip import ClipModel, RealismScorer
+    from curation.models.clip import ClipModel
+    from curation.models.realism import RealismScorer, embed_classes
 
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))  # nothing cached yet
     built = []
     real_init = ClipModel.__init__
 
@@ -157,11 +167,15 @@ def test_quality_reuses_embeds_clip_when_they_share_an_actor(monkeypatch):
     chain = FusedStageRunner([(get_stage("embed"), [], 32), (get_stage("quality"), [], 32)], cfg, 1)
     assert built == [True]  # embed's model only
     embed, quality = (runner.stage for runner, _ in chain.runners)
-    assert quality.realism.classes == pytest.approx(RealismScorer(embed.model).classes, abs=1e-6)
+    assert quality.realism.classes == pytest.approx(RealismScorer(*embed_classes(embed.model)).classes, abs=1e-6)
     del chain, embed
     import gc
 
     gc.collect()
-    # on its own (another actor, or `--stage quality`), quality builds its text tower as before
+    # on its own (another actor, or `--stage quality`), quality loads what the first one cached
+    get_stage("quality")(cfg).setup()
+    assert built == [True]
+    # and with nothing cached, builds its text tower (image tower left out) once
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "empty"))
     get_stage("quality")(cfg).setup()
     assert built == [True, False]

@@ -48,8 +48,9 @@ def embed_dim(model: str) -> int:
 
 
 # Full models built in this process, by (model, pretrained, path, device, seed). When `embed` and
-# `quality` share an actor (curation/stage_chain.py), quality encodes its prompts with embed's
-# model instead of building a second CLIP: ~2-3 CPU-s and ~600 MB less per actor (ViT-B-32).
+# `quality` share an actor (curation/stage_chain.py) and quality's prompt embeddings are not cached
+# yet (models/realism.py), quality encodes its prompts with embed's model instead of building a
+# second CLIP: ~2-3 CPU-s and ~600 MB less per actor (ViT-B-32).
 # Weak values: a model lives only as long as the stage that built it.
 _BUILT: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
@@ -59,10 +60,11 @@ class ClipModel:
     every actor, and `embed` and `quality` alike, build the same random model."""
 
     @staticmethod
-    def existing(model: str, pretrained: str, path: str | None, device: str = "cpu", seed: int = 0
-                 ) -> ClipModel | None:
-        """A full model with exactly these weights already built in this process, if any."""
-        return _BUILT.get((model, pretrained, None if path is None else str(path), device, seed))
+    def existing(model: str, pretrained: str, path: str | None, seed: int = 0) -> ClipModel | None:
+        """A full model with exactly these weights already built in this process, on any device
+        (its text tower gives the same embeddings on a GPU, to float16 autocast's precision)."""
+        key = (model, pretrained, None if path is None else str(path))
+        return next((m for k, m in list(_BUILT.items()) if k[:3] == key and k[4] == seed), None)
 
     def __init__(self, model: str, pretrained: str, path: str | None, device: str = "cpu", seed: int = 0,
                  image_tower: bool = True):
@@ -117,39 +119,3 @@ class ClipModel:
     @property
     def logit_scale(self) -> float:
         return float(self.model.logit_scale.exp().item())
-
-
-# Zero-shot realism: is this a photograph, or one of the things the web passes off as one?
-# Several phrasings per class and per subject, averaged (CLIP's prompt ensembling).
-REALISM_CLASSES: dict[str, list[str]] = {
-    "photo": ["a photo", "a DSLR photograph", "a smartphone snapshot", "a candid photograph"],
-    "render": ["a 3D render", "a CGI image"],
-    "cartoon": ["a cartoon", "an anime drawing"],
-    "illustration": ["an illustration", "a pencil sketch", "a digital drawing"],
-    "painting": ["a painting", "a watercolor painting"],
-    "game": ["a video game screenshot", "a screenshot from a video game"],
-}
-# 15 phrasings x 3 templates = 45 prompts: ~1 s once per actor on one CPU core.
-REALISM_TEMPLATES = ["{}.", "{} of a person.", "{} of people."]
-
-
-class RealismScorer:
-    """P(photograph) from stored CLIP image embeddings; class texts are embedded once, at build."""
-
-    def __init__(self, clip: ClipModel):
-        prompts = [[t.format(p) for p in phrasings for t in REALISM_TEMPLATES]
-                   for phrasings in REALISM_CLASSES.values()]
-        e = clip.encode_texts([p for group in prompts for p in group])  # one batch for every class
-        rows, start = [], 0
-        for group in prompts:
-            mean = e[start:start + len(group)].mean(axis=0)
-            rows.append(mean / np.linalg.norm(mean))
-            start += len(group)
-        self.classes = np.stack(rows).astype(np.float32)  # [C, D], "photo" first
-        self.scale = clip.logit_scale
-
-    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
-        logits = self.scale * (embeddings @ self.classes.T)  # [N, C]
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return (p[:, 0] / p.sum(axis=1)).astype(np.float32)

@@ -13,7 +13,7 @@ per-row `reject` reason; the runner records it in the ledger and stops the row t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from curation.config import Config, StageConfig
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 class Resources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    batch_size: int = 64
+    batch_size: int = 64  # rows per batch on CPU workers
+    gpu_batch_size: int | None = None  # rows per batch when the stage runs on a GPU (None: batch_size)
     concurrency: int | None = None  # max actors of a stateful stage; None = as many as fit
     # Relative CPU cost per image (seconds on one core, as measured by bench_model_stages.py).
     # Only ratios matter: place() sizes the actor pools of a fused segment in proportion, so the
@@ -46,6 +47,9 @@ class Stage:
     uses_gpu: ClassVar[bool] = False
     Config: ClassVar[type] = StageConfig
     description: ClassVar[str] = ""
+    # Set on an instance by the runner's grouping (stage_chain.fusable_groups) when the stage will
+    # get a GPU: its batch size is then the GPU one.
+    on_gpu: bool = False
 
     def __init__(self, config: Config):
         self.config = config
@@ -61,15 +65,18 @@ class Stage:
 
     def effective_resources(self) -> Resources:
         r, c = self.resources, self.cfg
-        if c is None:
-            return r
-        return Resources(
-            num_cpus=r.num_cpus if c.num_cpus is None else c.num_cpus,
-            num_gpus=r.num_gpus if c.num_gpus is None else c.num_gpus,
-            batch_size=r.batch_size if c.batch_size is None else c.batch_size,
-            concurrency=r.concurrency if c.concurrency is None else c.concurrency,
-            cost=r.cost,
-        )
+        if c is not None:
+            r = Resources(
+                num_cpus=r.num_cpus if c.num_cpus is None else c.num_cpus,
+                num_gpus=r.num_gpus if c.num_gpus is None else c.num_gpus,
+                batch_size=r.batch_size if c.batch_size is None else c.batch_size,
+                gpu_batch_size=r.gpu_batch_size if c.gpu_batch_size is None else c.gpu_batch_size,
+                concurrency=r.concurrency if c.concurrency is None else c.concurrency,
+                cost=r.cost,
+            )
+        if self.on_gpu and r.gpu_batch_size:
+            return replace(r, batch_size=r.gpu_batch_size)
+        return r
 
     def check(self) -> None:
         """Start-up checks before any work (weights present, config consistent). Raise to stop."""

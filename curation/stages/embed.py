@@ -38,7 +38,8 @@ class EmbedStage(Stage):
     requires = ("image", "width", "height")
     produces = ("clip",)
     rejects = ("error:embed",)
-    resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=32, cost=0.11)
+    # GPU: float16 autocast (models/clip.py); vectors are stored as float16 anyway.
+    resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=32, gpu_batch_size=256, cost=0.11)
     stateful = True
     uses_gpu = True
     Config = EmbedConfig

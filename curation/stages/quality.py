@@ -2,7 +2,7 @@
 
 No image is decoded and the CLIP image tower is never built here: the aesthetic score is a LAION
 head on the embedding, and realism is a zero-shot softmax of the embedding against prompt
-ensembles that the CLIP text tower embeds once per actor, in `setup()`.
+ensembles that the CLIP text tower embeds once and a disk cache keeps (curation/models/realism.py).
 """
 
 from __future__ import annotations
@@ -85,25 +85,32 @@ class QualityStage(Stage):
                         "rank images but are not calibrated to LAION's 1-10 scale", spec.name,
                         *spec.trained_on, e.model, e.pretrained)
         clip_models.check_model(e.model, e.pretrained, "embed")
-        resolve(self.weight_files())
+        found = resolve(self.weight_files())
+        # The run's start-up check runs on the driver before any actor starts: computing the
+        # realism class embeddings here puts them in the node's disk cache once per run (never,
+        # once cached), and the actors load a [C, D] array instead of each building a text tower.
+        self._class_embeddings(found)
+
+    def _class_embeddings(self, found: dict) -> tuple[np.ndarray, float]:
+        from curation.models.realism import class_embeddings
+
+        e, clip_w = self.embed_cfg, self.weight_files()[0]
+        path = None if clip_w.random else found[clip_w.file].path
+        return class_embeddings(e.model, e.pretrained, path, self.config.run.seed)
 
     def setup(self) -> None:
         from curation.models.device import set_threads
+        from curation.models.realism import RealismScorer
 
         set_threads(getattr(self, "num_threads", None) or self.effective_resources().num_cpus)
-        e = self.embed_cfg
-        clip_w, head_w = self.weight_files()
-        found = resolve([clip_w, head_w])
-        path = None if clip_w.random else found[clip_w.file].path
-        seed = self.config.run.seed
-        # Text tower only, on the CPU: it runs once per actor on a few dozen prompts. In an actor
-        # that also runs `embed` (fused CPU stages), embed's model is the same one: reuse it.
-        text = (clip_models.ClipModel.existing(e.model, e.pretrained, path, device="cpu", seed=seed)
-                or clip_models.ClipModel(e.model, e.pretrained, path, device="cpu", seed=seed, image_tower=False))
-        self.realism = clip_models.RealismScorer(text)
-        del text
-        spec = self.head_spec()
-        self.head = aesthetic.AestheticHead(spec, None if head_w.random else found[head_w.file].path, seed=seed)
+        found = resolve(self.weight_files())
+        # Realism needs CLIP's text tower only for the prompts' class embeddings: those come from
+        # the disk cache (the driver's check() or an earlier actor filled it), else from embed's
+        # model when it runs in this actor, else from a text tower built once here.
+        self.realism = RealismScorer(*self._class_embeddings(found))
+        head_w = self.weight_files()[1]
+        self.head = aesthetic.AestheticHead(self.head_spec(), None if head_w.random else found[head_w.file].path,
+                                            seed=self.config.run.seed)
 
     def process(self, table: pa.Table) -> dict[str, Any]:
         col = table.column("clip").combine_chunks()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curation.config import StageConfig
+from curation.config import ConfigError, StageConfig
 from curation.models.inputs import decode_rows
 from curation.models.weights import WeightFile
 from curation.schema import REJECT
@@ -28,6 +28,13 @@ class TextConfig(StageConfig):
     min_text_score: float = 0.5  # recognition confidence that makes a box text (RapidOCR's text_score)
     recognize: bool = True  # false: detector boxes only (faster, more false positives on texture)
     min_chars: int = 2  # a box must read as this many characters (one glyph is usually texture)
+    # onnxruntime (the package's CPU build) | torch (the same graphs converted, CPU or CUDA) |
+    # auto: torch on a GPU, onnxruntime on the CPU. See curation/models/ocr.py.
+    backend: str = "auto"
+    device: str | None = None  # None: the GPU when the stage was given one, else the CPU
+    # Batches never change an answer (models/ocr.py), only how busy a GPU is kept.
+    det_batch: int | None = None  # images of one input shape per detector pass; None: 1 on CPU, 16 on GPU
+    rec_batch: int | None = None  # text lines of one padded width per recogniser pass; None: 6 / 64
 
 
 @register_stage
@@ -38,12 +45,12 @@ class TextStage(Stage):
     requires = ("image", "width", "height")
     produces = ("text_area", "text_boxes")
     rejects = ("error:text",)
-    # onnxruntime's CPU build (what rapidocr-onnxruntime installs): a CPU stage even on GPU nodes.
-    resources = Resources(num_cpus=1.0, num_gpus=0.0, batch_size=16, cost=0.62)
+    # On the CPU through onnxruntime; on a GPU through torch (same graphs, same answers: tests).
+    resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=16, gpu_batch_size=32, cost=0.62)
     stateful = True
-    uses_gpu = False
+    uses_gpu = True
     Config = TextConfig
-    description = "PP-OCRv4 (rapidocr) text/watermark overlay: covered area fraction and boxes"
+    description = "PP-OCRv4 (rapidocr; onnxruntime on CPU, torch on GPU) text/watermark overlay: area and boxes"
     random_weights = False  # PP-OCRv4 ships inside rapidocr-onnxruntime
 
     def weight_files(self) -> list[WeightFile]:
@@ -55,18 +62,29 @@ class TextStage(Stage):
                 for p in model_files()]
 
     def check(self) -> None:
+        from curation.models.device import check_device
+        from curation.models.ocr import BACKENDS
         from curation.models.weights import resolve
 
+        if self.cfg.backend not in ("auto", *BACKENDS):
+            raise ConfigError(f"text.backend: unknown {self.cfg.backend!r} (known: auto, {', '.join(BACKENDS)})")
+        check_device(self.cfg.device, "text.device")
         resolve(self.weight_files())
 
     def setup(self) -> None:
+        from curation.models.device import set_threads, torch_device
         from curation.models.ocr import OverlayTextDetector
 
         c = self.cfg
-        threads = max(1, round(getattr(self, "num_threads", None) or self.effective_resources().num_cpus))
+        threads = set_threads(getattr(self, "num_threads", None) or self.effective_resources().num_cpus)
+        device = torch_device(c.device)
+        backend = c.backend if c.backend != "auto" else ("torch" if device.startswith("cuda") else "onnxruntime")
+        gpu = device.startswith("cuda")
+        det_batch, rec_batch = c.det_batch or (16 if gpu else 1), c.rec_batch or (64 if gpu else 6)
         self.model = OverlayTextDetector(max_side=c.max_side, box_thresh=c.box_thresh,
                                          min_text_score=c.min_text_score, recognize=c.recognize,
-                                         min_chars=c.min_chars, threads=threads)
+                                         min_chars=c.min_chars, threads=threads, backend=backend, device=device,
+                                         det_batch=det_batch, rec_batch=rec_batch)
 
     def process(self, table: pa.Table) -> dict[str, Any]:
         import cv2

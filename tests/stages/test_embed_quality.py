@@ -11,7 +11,8 @@ import torch
 from curation.arrowutil import to_array
 from curation.config import ConfigError, load_config
 from curation.models import aesthetic
-from curation.models.clip import ClipModel, RealismScorer
+from curation.models.clip import ClipModel
+from curation.models.realism import RealismScorer, embed_classes
 from curation.schema import arrow_type, clip_type
 from curation.stages.quality import QualityStage
 
@@ -80,7 +81,7 @@ def test_quality_scores_come_from_stored_vectors_without_running_clip(quality_st
 
 def test_quality_text_tower_is_the_same_random_clip_as_embed(embed_stage, quality_stage):
     """`weights: random` is seeded: quality's text embeddings live in embed's (random) space."""
-    same = RealismScorer(embed_stage.model)
+    same = RealismScorer(*embed_classes(embed_stage.model))
     assert same.classes == pytest.approx(quality_stage.realism.classes, abs=1e-5)
 
 
@@ -116,7 +117,7 @@ def test_staged_head_in_curate_weights_is_used_instead_of_random(tmp_path, monke
     w = torch.linspace(-1, 1, 512).reshape(1, 512)
     torch.save({"weight": w, "bias": torch.tensor([5.0])}, tmp_path / spec.file)
     monkeypatch.setenv("CURATE_WEIGHTS", str(tmp_path))
-    monkeypatch.setattr(RealismScorer, "__init__", lambda self, clip: setattr(self, "classes", None))
+    monkeypatch.setattr(RealismScorer, "__init__", lambda self, classes, scale: setattr(self, "classes", None))
     monkeypatch.setattr(RealismScorer, "__call__", lambda self, e: np.zeros(len(e), np.float32))
     stage = QualityStage(load_config(None, ["embed.weights=random"]))  # head from $CURATE_WEIGHTS
     assert not stage.weight_files()[1].random
