@@ -64,9 +64,11 @@ def test_coco_wholebody_to_308(tmp_path, images, head_config):
         {"id": 7, "image_id": 3, "bbox": [0, 0, 9, 9], "keypoints": body.ravel().tolist()},
         {"id": 8, "image_id": 1, "bbox": [200, 200, 9, 9], "keypoints": body.ravel().tolist()},
         {"id": 9, "image_id": 1, "bbox": [0, 0, 9, 9], "keypoints": [1, 2, 2, 3]},
+        {"id": 10, "image_id": 4, "bbox": [0, 0, 9, 9], "keypoints": body.ravel().tolist()},
     ]  # fmt: skip
     coco = {"images": [{"id": 0, "file_name": "p0.jpg"}, {"id": 1, "file_name": "p1.jpg"},
-                       {"id": 2, "file_name": "broken.jpg"}, {"id": 3, "file_name": "gone.jpg"}],
+                       {"id": 2, "file_name": "broken.jpg"}, {"id": 3, "file_name": "gone.jpg"},
+                       {"id": 4, "file_name": "../ann.json"}],
             "annotations": anns}  # fmt: skip
     (tmp_path / "ann.json").write_text(json.dumps(coco))
     out = tmp_path / "pose"
@@ -76,7 +78,7 @@ def test_coco_wholebody_to_308(tmp_path, images, head_config):
         "annotation 3": "crowd annotation", "annotation 4": "unknown image_id",
         "annotation 5": "no labelled keypoints", "annotation 6": "unreadable image",
         "annotation 7": "image file missing", "annotation 8": "empty or off-image box",
-        "annotation 9": "malformed keypoints",
+        "annotation 9": "malformed keypoints", "annotation 10": "image path outside --images",
     }  # fmt: skip
     assert summary["shards"] == 2 and summary["face_points_not_mapped"] == 1
 
@@ -102,7 +104,8 @@ def test_seg_pngs_with_a_class_map(tmp_path, images, head_config):
     Image.fromarray(ids).save(masks / "p0.png")
     Image.fromarray(np.full((64, 96), 9, np.uint8)).save(masks / "p1.png")  # 9 is not in the map
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(masks / "broken.png")
-    # p2 has no mask at all
+    # p2 has no mask at all; a link to a file outside the input is not followed
+    (images / "link.jpg").symlink_to(images / "p0.jpg")
     class_map = tmp_path / "classes.json"
     class_map.write_text(json.dumps({"0": "background", "7": "torso", "200": "ignore"}))
     out = tmp_path / "seg"
@@ -110,11 +113,11 @@ def test_seg_pngs_with_a_class_map(tmp_path, images, head_config):
         "train", "labels", "seg", "--images", str(images), "--masks", str(masks), "--class-map", str(class_map),
         "--out", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "seg: 4 inputs = 1 written + 3 rejected" in result.output
+    assert "seg: 5 inputs = 1 written + 4 rejected" in result.output
     summary = json.loads((out / "summary.json").read_text())
     reasons = _check_accounting(summary, out, written=1)
     assert reasons == {"broken.jpg": "unreadable image", "p1.jpg": "class id not in the class map",
-                       "p2.jpg": "label file missing"}  # fmt: skip
+                       "p2.jpg": "label file missing", "link.jpg": "symlink not followed"}  # fmt: skip
     written = np.asarray(Image.open(io.BytesIO(_samples(out)[0]["seg.png"])))
     assert (written[:, 60] == body_parts.CLASSES.index("torso")).all() and written[10, 10] == 0
     assert (written[:4, :4] == body_parts.IGNORE_INDEX).all()

@@ -33,7 +33,7 @@ import numpy as np
 
 from curation.training.heads import keypoints308 as kp
 from curation.training.label_sources import Outcome, Reject
-from curation.training.label_sources.images import read_image
+from curation.training.label_sources.images import inside, read_image
 
 WHOLEBODY_PARTS = (("keypoints", 17), ("foot_kpts", 6), ("face_kpts", 68), ("lefthand_kpts", 21),
                    ("righthand_kpts", 21))  # fmt: skip
@@ -103,7 +103,9 @@ def coco_pose_samples(coco: dict[str, Any], images: Path, notes: dict[str, Any])
         x, y, w, h = (float(v) for v in ann.get("bbox", (0, 0, 0, 0)))
         if image["id"] not in cache:
             cache.clear()  # annotations of one image are usually adjacent: keep one decoded image
-            cache[image["id"]] = read_image(images / image["file_name"], item)
+            name = str(image.get("file_name", ""))
+            path = inside(images, name)
+            cache[image["id"]] = read_image(path, item) if path else Reject(item, "image path outside --images", name)
         loaded = cache[image["id"]]
         if isinstance(loaded, Reject):
             yield Reject(item, loaded.reason, loaded.detail)

@@ -17,7 +17,10 @@ FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # PIL format -> the sam
 
 
 def read_image(path: Path, item: str) -> tuple[bytes, tuple[int, int], str] | Reject:
-    """(file bytes, (width, height), sample key) after a full decode check, or why not."""
+    """(file bytes, (width, height), sample key) after a full decode check, or why not. Links are
+    not followed: the input may name only files that really lie in its folders."""
+    if path.is_symlink():
+        return Reject(item, "symlink not followed", str(path))
     if not path.is_file():
         return Reject(item, "image file missing", str(path))
     data = path.read_bytes()
@@ -34,4 +37,11 @@ def read_image(path: Path, item: str) -> tuple[bytes, tuple[int, int], str] | Re
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Every image-named entry of `folder` (links included, so that read_image rejects them)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+
+
+def inside(root: Path, name: str) -> Path | None:
+    """root / name, or None when `name` climbs out of `root` (absolute, or through `..`)."""
+    path = root / name
+    return path if path.resolve().is_relative_to(root.resolve()) and not Path(name).is_absolute() else None
