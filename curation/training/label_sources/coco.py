@@ -105,7 +105,8 @@ def coco_pose_samples(coco: dict[str, Any], images: Path, notes: dict[str, Any])
             cache.clear()  # annotations of one image are usually adjacent: keep one decoded image
             name = str(image.get("file_name", ""))
             path = inside(images, name)
-            cache[image["id"]] = read_image(path, item) if path else Reject(item, "image path outside --images", name)
+            outside = Reject(item, "image path outside --images", name)
+            cache[image["id"]] = read_image(path, item) if path else outside
         loaded = cache[image["id"]]
         if isinstance(loaded, Reject):
             yield Reject(item, loaded.reason, loaded.detail)
