@@ -111,3 +111,80 @@ def test_the_runner_sheds_image_bytes_after_their_last_reader(dag, kept):
     out = StageRunner(get_stage("decode"), cfg, [], 1)(_jpeg_rows(3))
     assert ("image" in out.column_names) is kept
     assert out.column("width").to_pylist() == [64] * 3 and out.column("reject").to_pylist() == [None] * 3
+
+
+GPU_STAGES = ("detect", "headpose", "embed", "text")
+
+
+def test_a_stage_given_num_gpus_asks_ray_for_it_at_its_gpu_batch(monkeypatch):
+    from curation.stage_chain import fusable_groups
+
+    monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (96.0, 8.0))
+    cfg = load_config(None, ["text.num_gpus=0.5"])
+    units = fusable_groups(_stages(cfg), 8.0, fuse=True)
+    placed = ray_runtime.place(units)
+    for u in units:
+        if u.name in GPU_STAGES:
+            r = u.effective_resources()
+            assert placed[u.name].num_gpus == r.num_gpus > 0 and r.batch_size == type(u).resources.gpu_batch_size
+    assert placed["text"].num_gpus == 0.5 and placed["quality"].num_gpus == 0.0
+
+
+@pytest.mark.parametrize("gpus", [0.0, 8.0])
+def test_the_cpu_fallback_is_explicit(monkeypatch, gpus):
+    """No GPU in the cluster, or `num_gpus: 0` for a stage: that stage asks Ray for none, runs in
+    the CPU chain at its CPU batch size (and, in the actor, on the CPU: test below)."""
+    from curation.stage_chain import StageGroup, fusable_groups
+
+    monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (16.0, gpus))
+    cfg = load_config(None, [f"{n}.num_gpus=0" for n in GPU_STAGES] if gpus else [])
+    units = fusable_groups(_stages(cfg), gpus, fuse=True)
+    [chain] = [u for u in units if isinstance(u, StageGroup)]
+    assert [s.name for s in chain.stages] == DAG
+    assert not any(s.on_gpu for s in chain.stages) and chain.effective_resources().batch_size == 16
+    assert ray_runtime.place(units)[chain.name].num_gpus == 0.0
+
+
+RAY_DEVICE = """
+import ray
+from curation.config import ConfigError
+from curation.models.device import ray_gpus, torch_device
+ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
+
+def where(preference):
+    try:
+        return ray_gpus(), torch_device(preference)
+    except ConfigError as e:
+        return ray_gpus(), "ConfigError: " + str(e)
+
+print(ray_gpus())  # the driver is no Ray worker
+for gpus in (0, 1):
+    for preference in (None, "cpu", "cuda"):
+        print(gpus, preference, ray.get(ray.remote(num_gpus=gpus)(where).remote(preference)))
+"""
+
+
+@pytest.mark.timeout(180)
+def test_in_a_ray_worker_the_device_follows_the_gpus_ray_gave(tmp_path):
+    """A Ray cluster that claims one GPU, on this CPU-only machine: a task given no GPU runs its
+    model on the CPU and refuses `device: cuda`; a task given the GPU wants CUDA and, with torch
+    seeing none, says so instead of quietly running on the CPU."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a real GPU: the fake one would not be the only answer")
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}  # Ray refuses a GPU hidden by it
+    env["RAY_AUTH_MODE"] = "disabled"
+    out = subprocess.run([sys.executable, "-c", RAY_DEVICE], capture_output=True, text=True, timeout=150,
+                         env=env, cwd=tmp_path, check=True).stdout.splitlines()
+    assert out[0] == "None"
+    rows = {tuple(line.split(" ", 2)[:2]): line.split(" ", 2)[2] for line in out[1:]}
+    assert rows[("0", "None")] == "([], 'cpu')" and rows[("0", "cpu")] == "([], 'cpu')"
+    assert "Ray gave this stage no GPU" in rows[("0", "cuda")]
+    assert rows[("1", "cpu")] == "(['0'], 'cpu')"
+    assert "Ray gave this stage GPU 0 but torch sees no CUDA device" in rows[("1", "None")]
+    assert "torch sees no CUDA device" in rows[("1", "cuda")]

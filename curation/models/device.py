@@ -37,11 +37,11 @@ def torch_device(preference: str | None = None) -> str:
 
     gpus = ray_gpus()
     if preference:
-        if preference.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {preference!r} requested but torch sees no CUDA device")
         if preference.startswith("cuda") and gpus == []:
             raise ConfigError(f"device {preference!r} requested but Ray gave this stage no GPU: "
                               f"set the stage's num_gpus (and run on a cluster with GPUs)")
+        if preference.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {preference!r} requested but torch sees no CUDA device")
         return preference
     if gpus is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
