@@ -29,34 +29,46 @@ class ModelConfig:
     layer_scale_ffn: bool = False  # released: LayerScale on attention only; True = both branches (ours)
     tokenizer: str = "released"  # 4K tokenizer: "released" (local pos-embed) or "rope" (ours)
     init: str = ""  # backbone weights to start from: `curate train import` output or a checkpoint
-    decoder_dim: int = 512  # MAE decoder: light, as in MAE
-    decoder_depth: int = 4
-    decoder_heads: int = 16
+    # MAE decoder, light as in MAE (its paper: 512 wide, 8 deep; 4 here). None = the size's
+    # default (SIZE_DEFAULTS): the tiny test model gets a decoder and a head its own size.
+    decoder_dim: int | None = None
+    decoder_depth: int | None = None
+    decoder_heads: int | None = None
     grad_checkpointing: bool = False  # recompute block activations in backward (large sizes)
 
 
 @dataclass
 class MAEConfig:
-    mask_ratio: float = 0.75
+    mask_ratio: float = 0.75  # MAE paper's default, kept by Sapiens (v1) and Sapiens2
     norm_pix: bool = True  # per-patch normalised pixel targets (MAE paper)
+    # Reconstruction resolution as a fraction of the input; None = 0.5 for the 4K variants (the
+    # paper's abstract: "pretrained at 2K output resolution"), 1.0 otherwise.
+    output_scale: float | None = None
 
 
 @dataclass
 class CLConfig:
-    weight: float = 1.0  # lambda in L = L_MAE + lambda * L_CL
-    prototypes: int = 65536
-    head_hidden: int = 2048
-    head_bottleneck: int = 256
+    weight: float = 1.0  # lambda in L = L_MAE + lambda * L_CL (ours: equal weights)
+    # Prototype head: dinov2 defaults (65536 prototypes, 2048 hidden, 256 bottleneck, 3 layers);
+    # None = the size's default (SIZE_DEFAULTS).
+    prototypes: int | None = None
+    head_hidden: int | None = None
+    head_bottleneck: int | None = None
     head_layers: int = 3
-    normalization: str = "centering"  # or "sinkhorn"
-    center_momentum: float = 0.9
-    sinkhorn_iters: int = 3
-    student_temp: float = 0.1
-    teacher_temp: float = 0.07
-    teacher_temp_warmup_start: float = 0.04
-    teacher_temp_warmup_steps: int = 10000
-    momentum_start: float = 0.994  # teacher EMA momentum, cosine to momentum_end over the run
+    normalization: str = "centering"  # or "sinkhorn" (dinov2 `train.centering` default: centering)
+    center_momentum: float = 0.9  # DINO / dinov2
+    sinkhorn_iters: int = 3  # dinov2
+    student_temp: float = 0.1  # dinov2
+    teacher_temp: float = 0.07  # dinov2 `teacher.teacher_temp`
+    teacher_temp_warmup_start: float = 0.04  # dinov2 `warmup_teacher_temp`
+    teacher_temp_warmup_steps: int = 10000  # ours (dinov2: 30 epochs of 1250 iterations)
+    # Teacher EMA momentum: starts at dinov3's 0.994 (its ViT-7B pretrain config, constant there),
+    # cosine to 1.0 over the run as in dinov2 (`final_momentum_teacher`).
+    momentum_start: float = 0.994
     momentum_end: float = 1.0
+    koleo_weight: float = (
+        0.1  # KoLeo spread of the student's global [CLS] (dinov2 `koleo_loss_weight`); 0 = off
+    )
 
 
 @dataclass
@@ -66,7 +78,8 @@ class DataConfig:
     global_size: list[int] = field(default_factory=lambda: [1024, 768])  # H, W
     local_size: list[int] = field(default_factory=lambda: [256, 192])
     local_crops: int = 4
-    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])  # area fraction
+    # Crop area fractions: DINO's defaults (dinov2/dinov3 use 0.32 as the boundary).
+    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
     local_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
     # Mild colour jitter only: colour cues matter for albedo downstream.
     brightness: float = 0.2
@@ -81,13 +94,22 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-4  # peak learning rate, reached after warmup
-    min_lr: float = 1e-6
-    warmup_steps: int = 5000
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    lr: float = 3e-4  # peak LR after warmup: MAE's rule 1.5e-4 x batch / 256, at a global batch of 512
+    min_lr: float = 1e-6  # dinov2 `optim.min_lr`
+    warmup_steps: int = 5000  # ours (dinov2: 10 epochs of 1250 iterations)
+    weight_decay: float = 0.05  # MAE; pretraining sets dinov2's schedule below
+    # Cosine from weight_decay at step 0 to this at the last step (dinov2: 0.04 -> 0.4); None = constant.
+    weight_decay_end: float | None = None
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # MAE (dinov2: 0.999, dinov3: 0.99)
     layer_decay: float = 1.0  # layer-wise LR decay; 1.0 = off (pretraining), ~0.9 for fine-tuning
-    clip_grad: float = 3.0  # max global grad norm; 0 = off
+    clip_grad: float = 3.0  # max global grad norm; 0 = off (dinov2 `optim.clip_grad`)
+
+
+@dataclass
+class PretrainOptimConfig(OptimConfig):
+    # dinov2's weight-decay schedule: cosine 0.04 -> 0.4 (`optim.weight_decay`, `weight_decay_end`).
+    weight_decay: float = 0.04
+    weight_decay_end: float | None = 0.4
 
 
 @dataclass
@@ -104,13 +126,28 @@ class TrainConfig:
     progress: str = "auto"  # auto (rich bar on a TTY, lines otherwise) | bar | lines | off
 
 
+# Sizes of the parts that are ours, not the released backbone's: the MAE decoder and the prototype
+# head. "default": MAE-style light decoder, dinov2's head. "tiny": scaled with the 64-wide test
+# model (a 65536 x 256 prototype matrix alone made a tiny checkpoint ~300 MB).
+SIZE_DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
+    "default": {
+        "model": {"decoder_dim": 512, "decoder_depth": 4, "decoder_heads": 16},
+        "cl": {"prototypes": 65536, "head_hidden": 2048, "head_bottleneck": 256},
+    },
+    "tiny": {
+        "model": {"decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4},
+        "cl": {"prototypes": 1024, "head_hidden": 256, "head_bottleneck": 64},
+    },
+}
+
+
 @dataclass
 class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     mae: MAEConfig = field(default_factory=MAEConfig)
     cl: CLConfig = field(default_factory=CLConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: PretrainOptimConfig = field(default_factory=PretrainOptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +162,19 @@ class PretrainConfig:
         cfg.validate()
         return cfg
 
+    def resolve_size_defaults(self) -> None:
+        """Fill the decoder and prototype-head sizes left at None from the model size, so that the
+        written config.yaml holds the numbers the run used."""
+        tiny = self.model.name.startswith("sapiens2-tiny")
+        for section, values in SIZE_DEFAULTS["tiny" if tiny else "default"].items():
+            for key, value in values.items():
+                if getattr(getattr(self, section), key) is None:
+                    setattr(getattr(self, section), key, value)
+        if self.mae.output_scale is None:
+            self.mae.output_scale = 0.5 if self.model.name.endswith("-4k") else 1.0
+
     def validate(self) -> None:
+        self.resolve_size_defaults()
         if not 0.0 <= self.mae.mask_ratio < 1.0:
             raise ConfigError(f"mae.mask_ratio must be in [0, 1), got {self.mae.mask_ratio}")
         if self.cl.normalization not in ("centering", "sinkhorn"):
@@ -139,6 +188,10 @@ class PretrainConfig:
         ):
             if getattr(self.model, key) not in allowed:
                 raise ConfigError(f"model.{key} must be one of {allowed}, got {getattr(self.model, key)!r}")
+        if self.optim.weight_decay_end is not None and self.optim.weight_decay <= 0:
+            raise ConfigError("optim.weight_decay_end needs optim.weight_decay > 0 (the schedule's start)")
+        if not 0.0 < self.mae.output_scale <= 1.0:
+            raise ConfigError(f"mae.output_scale must be in (0, 1], got {self.mae.output_scale}")
         if self.train.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {self.train.precision!r}")
         if self.train.strategy not in ("auto", "none", "ddp", "fsdp"):

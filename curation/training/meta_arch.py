@@ -12,6 +12,7 @@ import copy
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from curation.config import ConfigError
@@ -24,11 +25,11 @@ from curation.training.backbone import (
 from curation.training.config import PretrainConfig
 from curation.training.dino_head import DINOHead
 from curation.training.health import target_entropies
-from curation.training.losses import DINOClsLoss
+from curation.training.losses import DINOClsLoss, koleo_loss
 from curation.training.mae import MAEDecoder, mae_loss, random_masking
 
 # What forward returns besides the loss to backpropagate; the trainer averages and logs them.
-METRICS = ("loss", "mae", "cl", "teacher_entropy", "teacher_mi")
+METRICS = ("loss", "mae", "cl", "koleo", "teacher_entropy", "teacher_mi")
 
 
 class SSLMetaArch(nn.Module):
@@ -44,10 +45,18 @@ class SSLMetaArch(nn.Module):
         head = DINOHead(
             backbone.dim, cfg.cl.prototypes, cfg.cl.head_hidden, cfg.cl.head_bottleneck, cfg.cl.head_layers
         )
+        # Reconstruction at output_scale of the input (the 4K variants: 2K), by average pooling
+        # the targets: each token then predicts a (token_stride x scale)-pixel patch.
+        out_stride = round(backbone.token_stride * cfg.mae.output_scale)
+        if out_stride < 1 or backbone.token_stride % out_stride:
+            raise ConfigError(
+                f"mae.output_scale {cfg.mae.output_scale} does not divide the token stride {backbone.token_stride}"
+            )
+        self.target_pool = backbone.token_stride // out_stride
         decoder = MAEDecoder(
             backbone.dim,
             backbone.num_prefix_tokens,
-            backbone.token_stride,
+            out_stride,
             dim=cfg.model.decoder_dim,
             depth=cfg.model.decoder_depth,
             num_heads=cfg.model.decoder_heads,
@@ -65,6 +74,7 @@ class SSLMetaArch(nn.Module):
         self.mask_ratio = cfg.mae.mask_ratio
         self.norm_pix = cfg.mae.norm_pix
         self.cl_weight = cfg.cl.weight
+        self.koleo_weight = cfg.cl.koleo_weight
 
     def teacher_student_pairs(self) -> tuple[list[Tensor], list[Tensor]]:
         names = ("backbone", "dino_head")
@@ -127,8 +137,9 @@ class SSLMetaArch(nn.Module):
         num_tokens = (views.shape[-2] // stride) * (views.shape[-1] // stride)
         keep, mask, restore = random_masking(G * B, num_tokens, self.mask_ratio, views.device)
         s_out = backbone(views, keep)
-        pred = self.student["mae_decoder"](s_out["tokens"], restore, s_out["grid"])  # [G*B, C, H, W]
-        loss_mae = mae_loss(views, pred, mask, stride, self.norm_pix)
+        pred = self.student["mae_decoder"](s_out["tokens"], restore, s_out["grid"])  # [G*B, C, H', W']
+        target = F.avg_pool2d(views, self.target_pool) if self.target_pool > 1 else views
+        loss_mae = mae_loss(target, pred, mask, stride // self.target_pool, self.norm_pix)
 
         s_cls = [s_out["cls"]]  # [G*B, D]
         if local_crops is not None and local_crops.shape[1] > 0:
@@ -137,11 +148,17 @@ class SSLMetaArch(nn.Module):
         s_logits = self.student["dino_head"](torch.cat(s_cls))  # [(G+L)*B, K]
         loss_cl = self.dino_loss(list(s_logits.split(B)), list(targets))
 
-        loss = loss_mae + self.cl_weight * loss_cl
+        # KoLeo per global crop, summed over crops (dinov2); a single image has no neighbour.
+        loss_koleo = views.new_zeros(())
+        if self.koleo_weight > 0 and B > 1:
+            loss_koleo = sum(koleo_loss(c) for c in s_out["cls"].chunk(G))
+
+        loss = loss_mae + self.cl_weight * loss_cl + self.koleo_weight * loss_koleo
         return {
             "loss": loss,
             "mae": loss_mae.detach(),
             "cl": loss_cl.detach(),
+            "koleo": loss_koleo.detach(),
             "teacher_entropy": entropy,
             "teacher_mi": mi,
         }

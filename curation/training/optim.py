@@ -51,3 +51,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_st
         return warmup_cosine(step, total_steps, cfg.warmup_steps, 1.0, final)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def set_weight_decay(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """The scheduled weight decay, on the groups that decay at all (norms, biases, tokens stay at 0).
+    Told apart by their current value, which a resumed optimiser's state carries too."""
+    for group in optimizer.param_groups:
+        if group["weight_decay"] > 0:
+            group["weight_decay"] = value

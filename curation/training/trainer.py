@@ -31,7 +31,7 @@ from curation.training.data import (
 from curation.training.health import FailureWatch, cpu_pretrain_estimate
 from curation.training.init import init_weights
 from curation.training.meta_arch import METRICS, SSLMetaArch
-from curation.training.optim import build_optimizer, build_scheduler
+from curation.training.optim import build_optimizer, build_scheduler, set_weight_decay
 from curation.training.progress import MetricsLogger
 from curation.training.schedules import cosine, linear_warmup
 
@@ -192,6 +192,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
             if (t_clip := cfg.optim.clip_grad) > 0
             else None
         )
+        if cfg.optim.weight_decay_end is not None:
+            set_weight_decay(optimizer, cosine(step, t.steps, cfg.optim.weight_decay, cfg.optim.weight_decay_end))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -38,10 +38,10 @@ def test_teacher_collapse_is_flagged_from_the_information_its_targets_carry():
     spread = torch.eye(8, 128)  # 8 images, 8 different prototypes: MI ln 8
     one_hot = torch.zeros(8, 128)
     one_hot[:, 3] = 1.0  # every image on prototype 3
-    same_soft = torch.softmax(torch.randn(1, 128) * 3, dim=-1).expand(8, -1)  # every image alike, soft
+    same_soft = torch.softmax(torch.linspace(-3, 3, 128)[None], dim=-1).expand(8, -1)  # all alike, soft
     (row_s, mi_s), (_, mi_c), (row_u, mi_u) = map(target_entropies, (spread, one_hot, same_soft))
     assert row_s.item() == pytest.approx(0, abs=1e-6) and mi_s.item() == pytest.approx(math.log(8))
-    assert mi_c.item() == pytest.approx(0, abs=1e-6) and mi_u.item() == pytest.approx(0, abs=1e-5)
+    assert mi_c.item() == pytest.approx(0, abs=1e-6) and mi_u.item() == pytest.approx(0, abs=1e-4)
     assert row_u.item() > 1.0  # a high per-image entropy does not hide the collapse
     watch = FailureWatch(warmup_steps=0, prototypes=128, targets_per_step=8)
     assert watch.check(1, {"teacher_mi": mi_s.item()})[0] == []

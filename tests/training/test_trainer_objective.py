@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -99,3 +101,51 @@ def test_centering_and_sinkhorn_targets():
     # Same-view pairs are skipped: with one student crop per teacher crop there is nothing to learn.
     assert sinkhorn([torch.log(q)], [q]) == 0
     assert sinkhorn([torch.log(q), torch.zeros(64, 32)], [q]) > 0
+
+
+def test_koleo_is_lower_for_spread_features_and_pushes_neighbours_apart():
+    from curation.training.losses import koleo_loss
+
+    spread = torch.eye(4, 8)  # orthogonal: nearest neighbours sqrt(2) apart
+    close = torch.eye(4, 8) + 5.0  # all near the same direction
+    assert koleo_loss(spread).item() == pytest.approx(-math.log(math.sqrt(2)), abs=1e-5)
+    assert koleo_loss(close) > koleo_loss(spread)
+    x = close.clone().requires_grad_()
+    koleo_loss(x).backward()
+    with torch.no_grad():
+        moved = koleo_loss(x - 0.1 * x.grad)
+    assert moved < koleo_loss(close)
+
+
+def test_decoder_and_prototype_head_scale_with_the_model(tmp_path):
+    import yaml
+
+    from curation.training.config import load_pretrain_config
+
+    path = tmp_path / "bare.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name": "sapiens2-tiny"}}))
+    tiny = load_pretrain_config(path)
+    assert (tiny.model.decoder_dim, tiny.cl.prototypes, tiny.cl.head_hidden) == (64, 1024, 256)
+    big = load_pretrain_config(path, ["model.name=sapiens2-0.4b"])
+    assert (big.model.decoder_dim, big.cl.prototypes, big.cl.head_hidden) == (512, 65536, 2048)
+    assert load_pretrain_config(path, ["cl.prototypes=4096"]).cl.prototypes == 4096  # a set value wins
+    model = SSLMetaArch(tiny)
+    megabytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
+    assert megabytes < 10, megabytes  # student + teacher + decoder + head; was ~150 MB of prototypes
+
+
+def test_weight_decay_follows_its_cosine_schedule_on_decaying_groups_only(tiny_config):
+    from curation.training.optim import build_optimizer, set_weight_decay
+    from curation.training.schedules import cosine
+
+    cfg = tiny_config("")
+    assert (cfg.optim.weight_decay, cfg.optim.weight_decay_end) == (0.04, 0.4)  # dinov2's schedule
+    model = SSLMetaArch(cfg)
+    optimizer = build_optimizer(model.student, model.student["backbone"], cfg.optim)
+    before = [g["weight_decay"] for g in optimizer.param_groups]
+    assert 0.0 in before and 0.04 in before
+    for step, expected in ((0, 0.04), (50, 0.22), (100, 0.4)):
+        set_weight_decay(optimizer, cosine(step, 100, 0.04, 0.4))
+        after = [g["weight_decay"] for g in optimizer.param_groups]
+        assert all(a == 0.0 for a, b in zip(after, before) if b == 0.0)
+        assert all(a == pytest.approx(expected) for a, b in zip(after, before) if b > 0)

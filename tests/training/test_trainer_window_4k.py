@@ -45,6 +45,11 @@ def test_pretraining_objective_runs_on_the_4k_variant(tiny_config):
     out = model(torch.randn(2, 2, 3, 128, 128), None, teacher_temp=0.04)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and out["mae"] > 0
-    # The decoder reconstructs each 64x64 pooled token with one PixelShuffle(64).
-    assert model.student["mae_decoder"].pixel_shuffle.upscale_factor == 64
+    # As the paper's 4K models, the decoder reconstructs at half the input resolution ("2K output"):
+    # each 64x64-pixel token predicts its 32x32 patch of the 2x average-pooled image.
+    assert cfg.mae.output_scale == 0.5 and model.target_pool == 2
+    assert model.student["mae_decoder"].pixel_shuffle.upscale_factor == 32
     assert model.student["backbone"].window_stage.window_cls.grad.abs().sum() > 0
+    assert model.student["backbone"].window_stage.local_pos_embed.grad.abs().sum() > 0
+    full = SSLMetaArch(tiny_config("", "model.name=sapiens2-tiny-4k", "mae.output_scale=1.0"))
+    assert full.student["mae_decoder"].pixel_shuffle.upscale_factor == 64 and full.target_pool == 1

@@ -90,6 +90,8 @@ class HeadTrainConfig:
     def validate(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.optim.weight_decay_end is not None:
+            raise ConfigError("optim.weight_decay_end is a pretraining schedule; head training keeps weight_decay")
         if self.model.init not in ("checkpoint", "random"):
             raise ConfigError(f"model.init must be checkpoint or random, got {self.model.init!r}")
         if self.model.init == "checkpoint" and not self.model.backbone:
