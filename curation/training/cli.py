@@ -5,6 +5,7 @@ Under torchrun: `torchrun --nproc-per-node 8 -m curation.training.cli pretrain -
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -96,6 +97,18 @@ def head(
         typer.echo(f"done: step {history[-1]['step']} loss {history[-1]['loss']:.4f}")
 
 
+def _json_safe(value):
+    """NaN / inf -> None, recursively: a metric with nothing to average (no labelled pixel of a
+    class) is NaN, which JSON cannot hold; `null` is what JSON readers expect."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 @train_app.command("eval")
 def evaluate(
     checkpoint: Annotated[
@@ -118,7 +131,7 @@ def evaluate(
     if task is not None and task != cfg.task:
         raise ConfigError(f"{checkpoint} is a {cfg.task} head, not {task}")
     metrics = run_eval(model, cfg, data, batch_size=batch_size, bf16=bf16)
-    text = json.dumps({"task": cfg.task, **metrics}, indent=2)
+    text = json.dumps({"task": cfg.task, **_json_safe(metrics)}, indent=2, allow_nan=False)
     typer.echo(text)
     if output is not None:
         output.write_text(text + "\n")

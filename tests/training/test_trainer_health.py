@@ -111,3 +111,16 @@ def test_the_readme_default_on_a_cpu_warns_with_the_rate_to_expect(tiny_config):
         tiny = build_backbone("sapiens2-tiny")
     _warn_cpu(said, cfg, tiny)
     assert len(said) == 1  # the tiny model is for CPUs
+
+
+def test_eval_json_holds_null_where_a_metric_is_nan():
+    from curation.training.cli import _json_safe
+
+    metrics = {
+        "miou": 0.5,
+        "iou_hair": float("nan"),
+        "per_class": [1.0, float("inf")],
+        "more": {"x": float("nan")},
+    }
+    text = json.dumps(_json_safe(metrics), allow_nan=False)
+    assert json.loads(text) == {"miou": 0.5, "iou_hair": None, "per_class": [1.0, None], "more": {"x": None}}
