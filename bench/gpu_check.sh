@@ -48,7 +48,7 @@ if [ "$CUDA" = 1 ]; then
   part head 45 "$PY" bench/bench_train_step.py --device cuda --objective head --model sapiens2-0.4b --batch 8 \
     --steps 8 --json "$OUT/head.json"
   part block-mem 35 "$PY" bench/bench_block_memory.py --device cuda --scale 1 --blocks 2
-  part stages 100 "$PY" bench/bench_model_stages.py --json "$OUT/stages.json"
+  part stages 100 "$PY" bench/bench_model_stages.py --copies 1 --json "$OUT/stages.json"
   # faiss-gpu beside the venv (PYTHONPATH wins over the venv's faiss-cpu); its numpy is dropped so
   # the venv's own stays in use. faiss_ops moves its indexes to the GPU when it sees one.
   if timeout 60 "$PY" -m pip install -q --target "$OUT/faiss_gpu" "faiss-gpu>=1.9" > "$OUT/faiss_pip.log" 2>&1 \
