@@ -91,3 +91,24 @@ def test_checkpointing_saves_less_for_backward(setup):
         return sum(seen.values())
 
     assert saved_bytes(True) < 0.5 * saved_bytes(False)
+
+
+def test_head_training_with_checkpointing_recomputes_and_matches(tmp_path, labelled, head_config, monkeypatch):
+    from curation.training import backbone as backbone_module
+    from curation.training.heads.trainer import train_head
+
+    calls = []
+    real = backbone_module.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backbone_module, "checkpoint", counting)
+    runs = {}
+    for flag in (False, True):
+        cfg = head_config("seg", labelled("seg"), model={"grad_checkpointing": flag}, train={"steps": 2})
+        runs[flag] = train_head(cfg, tmp_path / str(flag))
+        assert bool(calls) == flag  # the switch reaches the backbone
+    for a, b in zip(runs[False], runs[True], strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)

@@ -32,6 +32,7 @@ class HeadModelConfig:
     mode: str = "finetune"  # finetune (layer-wise LR decay) | frozen (only the head trains)
     channels: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])  # dense decoder widths
     pose_channels: int = 256  # deconv width of the pose head
+    grad_checkpointing: bool = False  # recompute backbone block activations in backward (1b, 5b)
 
 
 @dataclass

@@ -59,6 +59,7 @@ def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -
     require_labels(shards, cfg.task)
     seed_all(t.seed)  # identical initial head weights on every rank
     model = build_task_model(cfg).to(info.device)
+    model.backbone.set_grad_checkpointing(cfg.model.grad_checkpointing)
     strategy = D.resolve_strategy(t.strategy, sum(p.numel() for p in model.backbone.parameters()), info)
     wrapped = model
     if strategy == "fsdp":
