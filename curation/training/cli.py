@@ -202,5 +202,29 @@ def labels(
                f"({rejects}); {s['shards']} shard(s) -> {out / 'manifest.json'}")  # fmt: skip
 
 
+@train_app.command()
+def probe(
+    checkpoint: Annotated[
+        str, typer.Option(help="Backbone: a checkpoint, an imported file, or random:NAME for the untrained baseline")
+    ],
+    data: Annotated[
+        list[str],
+        typer.Option(help="lfw_subset ([CLS] k-NN + linear probes) and/or labelled seg shards (dense probe)"),
+    ],
+    size: Annotated[int, typer.Option(help="Input side in pixels (a multiple of the token stride)")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the train/test split and of random:NAME")] = 0,
+    output: Annotated[Path | None, typer.Option(help="Also write the results as JSON here")] = None,
+) -> None:
+    """Measure what a backbone's frozen features know: k-NN and linear probes on [CLS], a dense probe."""
+    import json
+
+    from curation.training.probe import run_probe
+
+    text = json.dumps(_json_safe(run_probe(checkpoint, data, size=size, seed=seed)), indent=2, allow_nan=False)
+    typer.echo(text)
+    if output is not None:
+        output.write_text(text + "\n")
+
+
 if __name__ == "__main__":
     train_app()
