@@ -62,19 +62,27 @@ def class_lookup(class_map: dict[str, Any]) -> np.ndarray:
     return table
 
 
-def seg_samples(images: Path, masks: Path, class_map: dict[str, Any]) -> Iterator[Outcome]:
-    table = class_lookup(class_map)
+def _images_and_labels(images: Path, labels: Path, suffix: str) -> Iterator[Reject | tuple]:
+    """Per image of the folder: (path, item, (bytes, size, key), label path), or why not."""
     for path in list_images(images):
         item = path.name
         loaded = read_image(path, item)
+        label = labels / f"{path.stem}{suffix}"
         if isinstance(loaded, Reject):
             yield loaded
+        elif label.is_symlink() or not label.is_file():
+            yield Reject(item, "label file missing", str(label))
+        else:
+            yield path, item, loaded, label
+
+
+def seg_samples(images: Path, masks: Path, class_map: dict[str, Any]) -> Iterator[Outcome]:
+    table = class_lookup(class_map)
+    for found in _images_and_labels(images, masks, ".png"):
+        if isinstance(found, Reject):
+            yield found
             continue
-        data, size, ext = loaded
-        mask_path = masks / f"{path.stem}.png"
-        if not mask_path.is_file():
-            yield Reject(item, "label file missing", str(mask_path))
-            continue
+        path, item, (data, size, ext), mask_path = found
         try:
             with Image.open(mask_path) as im:
                 if im.mode not in ("L", "P"):
@@ -111,17 +119,11 @@ def _intrinsics_for(stem: str, maps: Path, shared: dict[str, Any] | None) -> dic
 def geometry_samples(kind: str, images: Path, maps: Path, intrinsics: dict[str, Any] | None = None
                      ) -> Iterator[Outcome]:  # fmt: skip
     """`kind` normal or pointmap."""
-    for path in list_images(images):
-        item = path.name
-        loaded = read_image(path, item)
-        if isinstance(loaded, Reject):
-            yield loaded
+    for found in _images_and_labels(images, maps, ".npy"):
+        if isinstance(found, Reject):
+            yield found
             continue
-        data, (W, H), ext = loaded
-        map_path = maps / f"{path.stem}.npy"
-        if not map_path.is_file():
-            yield Reject(item, "label file missing", str(map_path))
-            continue
+        path, item, (data, (W, H), ext), map_path = found
         try:
             array = np.load(map_path, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001
