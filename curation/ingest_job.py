@@ -1,28 +1,56 @@
-"""Running `ingest`: one Ray task per pending input shard reads it and writes its part.
+"""Running `ingest`: one Ray task per pending input shard reads it, runs the CPU stages that
+follow it (`decode`, and `filter` when it comes next), and writes every stage's part.
 
-Each task reads a whole shard, so its row count is known when it returns and the completion
-record is exact. URL shards download with a thread pool inside the task (I/O bound).
+Fusing the followers into the read task means the image bytes are validated while they are still
+in the task's memory: they are written once (the ingest part) and never read back for decode,
+and the run has one Ray job where it had two, one after the other. Each task reads a whole shard,
+so its row count is known when it returns and the completion records are exact. URL shards
+download with a thread pool inside the task (I/O bound); with fractional CPUs per task, one
+task's downloads overlap another's decoding.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from curation.manifests.store import RunStore
 from curation.run_folder import load_plan
 from curation.schema import REJECT
+from curation.segment_io import write_task
+from curation.stage_jobs import shard_record
+from curation.stages.base import Stage
+
+_RUNNERS: dict[tuple, Any] = {}
 
 
-def ingest_task(batch: Any, out: str, stage: Any) -> Any:
-    import pyarrow as pa
+def followers_of(stages: list[Stage], names: list[str]) -> list[Stage]:
+    """The stages right after `ingest` in this run that its task can run too: stateless CPU map
+    stages whose inputs ingest (or an earlier follower) produces."""
+    if not stages or stages[0].kind != "read":
+        return []
+    available = set(stages[0].produces)
+    out: list[Stage] = []
+    for s in stages[1:]:
+        res = s.effective_resources()
+        if s.kind != "map" or s.stateful or res.num_gpus or not set(s.required_columns()) <= available:
+            break
+        if names.index(s.name) != names.index(stages[0].name) + 1 + len(out):
+            break
+        out.append(s)
+        available |= set(s.produces)
+    return out
 
+
+def ingest_task(batch: Any, out: str, stage: Any, followers: list[tuple[type, Any, list]]) -> Any:
     store = RunStore(out)
     results = []
     for spec_json in batch.column("spec").to_pylist():
-        import json
-
         spec = json.loads(spec_json)
         t0 = time.perf_counter()
         table = stage.read_shard(spec)
@@ -31,11 +59,31 @@ def ingest_task(batch: Any, out: str, stage: Any) -> Any:
             raise RuntimeError(f"ingest of {spec['shard']}: {table.num_rows} rows for {found} items found")
         part = store.write_part(stage.name, spec["shard"], table)
         rejects = Counter(r for r in table.column(REJECT).to_pylist() if r is not None)
-        results.append({"shard": spec["shard"], "part": part, "rows": table.num_rows,
+        results.append({"shard": spec["shard"], "stage": stage.name, "part": part, "rows": table.num_rows,
                         "kept": table.num_rows - sum(rejects.values()), "rejects": json.dumps(rejects),
-                        "bytes": int(sum(b or 0 for b in table.column("bytes").to_pylist())),
+                        "bytes": int(pc.sum(table.column("bytes")).as_py() or 0),
                         "seconds": time.perf_counter() - t0})
+        if followers:
+            results += _run_followers(table, spec["shard"], out, stage.config, followers)
     return pa.Table.from_pylist(results)
+
+
+def _run_followers(table: pa.Table, shard: str, out: str, config: Any,
+                   followers: list[tuple[type, Any, list]]) -> list[dict]:
+    from curation.stage_runner import StageRunner
+
+    kept = table.filter(pc.is_null(table.column(REJECT))).drop_columns([REJECT])
+    rows = kept.select([c for c in kept.column_names if c not in ("reject_stage", "error")])
+    for cls, _, rules in followers:
+        key = (cls.__name__, config.hash(), tuple(rules))
+        if key not in _RUNNERS:  # built once per worker process, like a task stage's runner
+            _RUNNERS[key] = StageRunner(cls, config, rules, 1)
+        rows = _RUNNERS[key](rows)
+    names = [cls.name for cls, _, _ in followers]
+    produces = {cls.name: list(cls.produces) for cls, _, _ in followers}
+    if rows.num_rows == 0:  # nothing kept: the followers saw no rows
+        return [{"shard": shard, "stage": n, "part": "", "rows": 0, "kept": 0, "rejects": "{}"} for n in names]
+    return write_task(rows, out, names, produces).to_pylist()
 
 
 def _planned_items(spec: dict[str, Any]) -> int | None:
@@ -47,34 +95,45 @@ def _planned_items(spec: dict[str, Any]) -> int | None:
     return None
 
 
-def run_ingest(stage: Any, store: RunStore, input_uri: str, fingerprint: str, emit: Any) -> None:
-    import json
-
+def run_ingest(stage: Any, store: RunStore, fps: dict[str, str], emit: Any, followers: list[Stage],
+               early_rules: Any) -> None:
     import ray
 
     plan = load_plan(store)
     done = store.done_records(stage.name)
-    pending = [s for s in plan if done.get(s["shard"], {}).get("fingerprint") != fingerprint]
+    pending = [s for s in plan if done.get(s["shard"], {}).get("fingerprint") != fps[stage.name]]
     if not pending:
         return
+    names = [stage.name, *[f.name for f in followers]]
     for spec in pending:
-        store.clear_shard(stage.name, spec["shard"])
+        for name in names:
+            store.clear_shard(name, spec["shard"])
     res = stage.effective_resources()
     ds = ray.data.from_items([{"spec": json.dumps(s)} for s in pending], override_num_blocks=len(pending))
+    members = [(type(f), None, early_rules(f)) for f in followers]
     ds = ds.map_batches(ingest_task, batch_size=1, batch_format="pyarrow", num_cpus=res.num_cpus,
-                        fn_kwargs={"out": store.out, "stage": stage})
+                        fn_kwargs={"out": store.out, "stage": stage, "followers": members})
     t0, n_done, rows = time.perf_counter(), 0, 0
-    emit({"event": "job_start", "stages": [stage.name], "total": len(pending), "rows": None})
+    emit({"event": "job_start", "stages": names, "total": len(pending), "rows": None})
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        by_shard: dict[str, dict[str, dict]] = {}
         for r in batch.to_pylist():
-            store.write_done(stage.name, r["shard"], {
-                "fingerprint": fingerprint, "in": r["rows"], "kept": r["kept"], "rejects": json.loads(r["rejects"]),
-                "parts": [r["part"]], "bytes": r["bytes"], "finished_at": time.time()})
+            by_shard.setdefault(r["shard"], {})[r["stage"]] = r
+        for shard, reports in by_shard.items():
+            counts = {}
+            for name in names:
+                r = reports.get(name) or {"rows": 0, "kept": 0, "rejects": "{}", "part": ""}
+                rec_rejects = json.loads(r["rejects"])
+                extra = {"bytes": r["bytes"]} if name == stage.name else {}
+                store.write_done(name, shard, shard_record(fps[name], r["rows"], r["kept"], rec_rejects,
+                                                           [r["part"]] if r["part"] else [], **extra))
+                counts[name] = {"in": r["rows"], "kept": r["kept"], "rejects": rec_rejects}
             n_done += 1
-            rows += r["rows"]
-            emit({"event": "shard_done", "stages": [stage.name], "shard": r["shard"], "rows": r["rows"],
-                  "done": n_done, "total": len(pending), "seconds": time.perf_counter() - t0,
-                  "counts": {stage.name: {"in": r["rows"], "kept": r["kept"], "rejects": json.loads(r["rejects"])}}})
+            rows += reports[stage.name]["rows"]
+            emit({"event": "shard_done", "stages": names, "shard": shard, "rows": reports[stage.name]["rows"],
+                  "done": n_done, "total": len(pending), "seconds": time.perf_counter() - t0, "counts": counts})
     from curation.io import fs
 
-    fs.write_json(store.uri(stage.name, "timing.json"), {"rows": rows, "seconds": round(time.perf_counter() - t0, 3)})
+    seconds = round(time.perf_counter() - t0, 3)
+    for name in names:
+        fs.write_json(store.uri(name, "timing.json"), {"rows": rows, "seconds": seconds, "fused_with": names})

@@ -94,9 +94,12 @@ def run_pipeline(cfg: Config, input_uri: str, output_uri: str, stage: str | None
                 s = stages[i]
                 prev = names[names.index(s.name) - 1] if names.index(s.name) else None
                 if s.kind == "read":
-                    from curation.ingest_job import run_ingest
+                    from curation.ingest_job import followers_of, run_ingest
 
-                    run_ingest(s, store, input_uri, fps[s.name], emit)
+                    # decode (and filter, when it is next) run inside ingest's tasks; the map
+                    # segments below then find those shards done and redo only what is not.
+                    run_ingest(s, store, fps, emit, followers_of(stages[i:], names),
+                               lambda f: early_rules(f, cfg))
                     i += 1
                 elif s.kind == "map":
                     j = i

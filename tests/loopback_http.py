@@ -14,6 +14,7 @@ class LoopbackServer:
         self.release = threading.Event()
         self.lock = threading.Lock()
         self.flaky_hits = 0
+        self._bomb: bytes | None = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,9 +61,7 @@ class LoopbackServer:
                     self.wfile.write(data)
                     return
                 if path == "gzip-bomb":  # compressed although identity was asked for
-                    import gzip
-
-                    body = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+                    body = server.gzip_bomb()
                     self.send_response(200)
                     self.send_header("Content-Type", "image/jpeg")
                     self.send_header("Content-Encoding", "gzip")
@@ -109,6 +108,15 @@ class LoopbackServer:
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def gzip_bomb(self) -> bytes:
+        """64 MiB of zeros, gzipped (64 KiB), made once."""
+        with self.lock:
+            if self._bomb is None:
+                import gzip
+
+                self._bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+            return self._bomb
 
     def __enter__(self):
         self.thread.start()

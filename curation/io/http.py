@@ -4,30 +4,28 @@ retries, and size and redirect caps. http(s) here; `s3://` rows go through pyarr
 
 Every failure is returned as a reason string (recorded as the row's reject), never raised.
 img2dataset does the same job but as a whole tool with its own output format; we need its
-per-URL core inside our read tasks, so this is a small requests-based version. Connections go
-through `address_policy` (urllib3 resolves and connects in one call we cannot check, so the
-connection class is ours), and a per-URL watchdog closes the socket of a response that drips
-bytes: socket timeouts are per read, so they never end a server sending a byte every few seconds.
+per-URL core inside our read tasks, so this is a small urllib3-based version: urllib3 alone, not
+requests, because requests' per-request preparation (hooks, cookies, settings merges) cost as
+much CPU as the rest of the fetch (docs/benchmarks.md). Redirects are followed here, one checked
+hop at a time. Connections and the per-URL deadline are in guarded_pool.py.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
+import base64
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3 import PoolManager, Timeout
+from urllib3.exceptions import HTTPError, LocationValueError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from curation.io.address_policy import AddressPolicy, BlockedAddress, connect
+from curation.io.address_policy import AddressPolicy, BlockedAddress
+from curation.io.guarded_pool import Deadline, guarded_pool_manager
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+REDIRECT_STATUS = {301, 302, 303, 307, 308}
 # What fetch() can read at all; `allowed_schemes` picks among these (file://, ftp:// ... never).
 SUPPORTED_SCHEMES = ("http", "https", "s3")
 _CHUNK = 256 * 1024
@@ -65,25 +63,16 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-def new_session(policy: FetchPolicy) -> requests.Session:
-    """A session whose every connection is checked against `policy.addresses`. It ignores the
-    environment (proxies, .netrc): a proxy would connect where we cannot check, and .netrc would
-    send our credentials to hosts named by the crawl."""
-    session = requests.Session()
-    session.trust_env = False
-    session.max_redirects = policy.max_redirects
-    adapter = _GuardedAdapter(policy.addresses, pool_maxsize=64)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.curation_addresses = policy.addresses  # what fetch() checks it was given
-    return session
+def new_session(policy: FetchPolicy, maxsize: int = 64) -> PoolManager:
+    """The connection pools URL rows are fetched through: every connection checked against
+    `policy.addresses`; no proxy variables, no .netrc (a proxy would connect where we cannot
+    check, and .netrc would send our credentials to hosts named by the crawl)."""
+    return guarded_pool_manager(policy.addresses, maxsize)
 
 
-def fetch(session: requests.Session, url: str, policy: FetchPolicy) -> tuple[bytes | None, str | None]:
+def fetch(session: PoolManager, url: str, policy: FetchPolicy) -> tuple[bytes | None, str | None]:
     """(bytes, None) on success, (None, reason) on failure. `session` comes from new_session():
-    a plain requests session would connect anywhere."""
-    if getattr(session, "curation_addresses", None) is None:
-        raise TypeError("fetch() needs a session from new_session(), which checks every address")
+    a plain pool would connect anywhere."""
     if not isinstance(url, str) or not url.strip():
         return None, "missing_url"
     reason = scheme_reason(url, policy)
@@ -93,8 +82,10 @@ def fetch(session: requests.Session, url: str, policy: FetchPolicy) -> tuple[byt
         from curation.io.s3fetch import fetch_s3
 
         return fetch_s3(url, policy)  # the SDK retries with its own backoff, `retries` times at most
+    if getattr(session, "curation_addresses", None) is None:
+        raise TypeError("fetch() needs a session from new_session(), which checks every address")
     last = "connection_error"
-    with _Deadline(policy.budget_s) as deadline:
+    with Deadline(policy.budget_s) as deadline:
         for attempt in range(policy.retries + 1):
             if attempt:
                 time.sleep(min(policy.backoff_s * 2 ** (attempt - 1), deadline.left()))
@@ -106,50 +97,52 @@ def fetch(session: requests.Session, url: str, policy: FetchPolicy) -> tuple[byt
     return None, last
 
 
-def _fetch_once(session: requests.Session, url: str, policy: FetchPolicy,
-                deadline: _Deadline) -> tuple[bytes | None, str | None, bool]:
+def _fetch_once(pool: PoolManager, url: str, policy: FetchPolicy,
+                deadline: Deadline) -> tuple[bytes | None, str | None, bool]:
     resp = None
     try:
-        timeout = max(0.05, min(policy.timeout_s, deadline.left()))
-        # identity: a compressed body would be inflated by the client, past any size we checked.
-        headers = {"User-Agent": policy.user_agent, "Accept-Encoding": "identity"}
-        resp = session.get(url, timeout=timeout, stream=True, headers=headers)
-        for hop in resp.history + [resp]:  # a redirect may not leave http(s) either
-            if urlsplit(hop.url).scheme.lower() not in policy.allowed_schemes:
+        for _ in range(policy.max_redirects + 1):
+            timeout = max(0.05, min(policy.timeout_s, deadline.left()))
+            resp = pool.urlopen("GET", redact(url), headers=_headers(url, policy), redirect=False,
+                                retries=False, preload_content=False, timeout=Timeout(connect=timeout, read=timeout))
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECT_STATUS or not location:
+                break
+            resp.close()  # not drained: a redirect's body can be as long as the server likes
+            resp.release_conn()
+            resp = None
+            # A hop is checked like a row: scheme here, its address when it connects. The
+            # userinfo of the row goes only to the row's own host.
+            nxt = urljoin(url, location)
+            if urlsplit(nxt).scheme.lower() not in ("http", "https") or \
+                    urlsplit(nxt).scheme.lower() not in policy.allowed_schemes:
                 return None, "scheme_not_allowed", False
-        if resp.status_code != 200:
-            return None, f"http_{resp.status_code}", resp.status_code in RETRYABLE_STATUS
+            url = nxt if urlsplit(nxt).hostname == urlsplit(url).hostname else redact(nxt)
+        else:
+            return None, "too_many_redirects", False
+        if resp.status != 200:
+            return None, f"http_{resp.status}", resp.status in RETRYABLE_STATUS
         # Content-Type is not checked: servers lie both ways, and decode sniffs the bytes.
         length = resp.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > policy.max_bytes:
             return None, "too_large", False
         chunks, total = [], 0
-        for chunk in resp.raw.stream(_CHUNK, decode_content=False):
+        for chunk in resp.stream(_CHUNK, decode_content=False):
             total += len(chunk)
             if total > policy.max_bytes:
                 return None, "too_large", False
             if deadline.expired:
                 return None, "timeout", False
             chunks.append(chunk)
-        resp.raw.release_conn()  # read to the end: the connection is kept alive for the next URL
+        resp.release_conn()  # read to the end: the connection is kept alive for the next URL
         resp = None
         data = b"".join(chunks)
         return (data, None, False) if data else (None, "empty_file", False)
-    except requests.TooManyRedirects:
-        return None, "too_many_redirects", False
-    except requests.exceptions.InvalidSchema:
-        return None, "scheme_not_allowed", False
-    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, ValueError, UnicodeError):
+    except (LocationValueError, ValueError, UnicodeError):
         return None, "invalid_url", False
-    except requests.RequestException as exc:
+    except (HTTPError, OSError) as exc:
         if _caused_by(exc, BlockedAddress):
             return None, "blocked_address", False
-        if deadline.expired:
-            return None, "timeout", False
-        if isinstance(exc, requests.Timeout) or _caused_by(exc, Urllib3Timeout, TimeoutError):
-            return None, "timeout", True
-        return None, "connection_error", True
-    except Exception as exc:  # noqa: BLE001 - the body is read from urllib3 directly: its errors
         if deadline.expired:
             return None, "timeout", False
         if _caused_by(exc, Urllib3Timeout, TimeoutError):
@@ -158,6 +151,17 @@ def _fetch_once(session: requests.Session, url: str, policy: FetchPolicy,
     finally:
         if resp is not None:  # left early: drop the connection rather than drain the body
             resp.close()
+            resp.release_conn()
+
+
+def _headers(url: str, policy: FetchPolicy) -> dict[str, str]:
+    # identity: a compressed body would be inflated by the client, past any size we checked.
+    headers = {"User-Agent": policy.user_agent, "Accept-Encoding": "identity"}
+    parts = urlsplit(url)
+    if parts.username is not None:  # user:secret@ in the row: sent as Basic auth, never stored
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    return headers
 
 
 def _caused_by(exc: BaseException, *types: type) -> bool:
@@ -173,93 +177,3 @@ def _caused_by(exc: BaseException, *types: type) -> bool:
         todo += [e.__cause__, e.__context__, getattr(e, "reason", None),
                  *[a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]]
     return False
-
-
-class _Deadline:
-    """The URL's total budget. When it runs out, the sockets of this fetch are shut down, which
-    wakes the fetching thread from any blocked read (connect, headers or body)."""
-
-    _current = threading.local()
-
-    def __init__(self, seconds: float):
-        self.end = time.monotonic() + seconds
-        self.expired = False
-        self.conns: list[HTTPConnection] = []
-        self.lock = threading.Lock()
-        self.timer = threading.Timer(seconds, self._expire)
-        self.timer.daemon = True
-
-    def left(self) -> float:
-        return max(0.0, self.end - time.monotonic())
-
-    def _expire(self) -> None:
-        with self.lock:
-            self.expired = True
-            for conn in self.conns:
-                sock = getattr(conn, "sock", None)
-                if sock is not None:
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-    @classmethod
-    def register(cls, conn: HTTPConnection) -> None:
-        deadline = getattr(cls._current, "value", None)
-        if deadline is not None:
-            with deadline.lock:
-                deadline.conns.append(conn)
-            if deadline.expired:
-                deadline._expire()
-
-    def __enter__(self):
-        self._current.value = self
-        self.timer.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.timer.cancel()
-        self._current.value = None
-
-
-class _GuardedConnectionMixin:
-    """urllib3's connection with our resolve-check-connect in place of its own."""
-
-    address_policy: AddressPolicy
-
-    def _new_conn(self) -> socket.socket:
-        try:
-            sock = connect(self.address_policy, self._dns_host, self.port, _seconds(self.timeout),
-                           self.source_address, self.socket_options)
-        except BlockedAddress as exc:
-            raise NewConnectionError(self, f"blocked: {exc}") from exc
-        except socket.gaierror as exc:
-            raise NewConnectionError(self, f"cannot resolve {self.host}: {exc}") from exc
-        except TimeoutError as exc:
-            raise ConnectTimeoutError(self, f"connection to {self.host} timed out") from exc
-        except OSError as exc:
-            raise NewConnectionError(self, f"failed to connect: {exc}") from exc
-        return sock
-
-    def request(self, *args, **kwargs):  # every use of a (possibly kept-alive) connection
-        _Deadline.register(self)
-        return super().request(*args, **kwargs)
-
-
-def _seconds(timeout: object) -> float | None:
-    return float(timeout) if isinstance(timeout, (int, float)) else None
-
-
-class _GuardedAdapter(HTTPAdapter):
-    def __init__(self, addresses: AddressPolicy, **kwargs):
-        attrs = {"address_policy": addresses}
-        http = type("GuardedHTTPConnection", (_GuardedConnectionMixin, HTTPConnection), attrs)
-        https = type("GuardedHTTPSConnection", (_GuardedConnectionMixin, HTTPSConnection), attrs)
-        self._pool_classes = {
-            "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
-            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https})}
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pool_classes

@@ -16,7 +16,6 @@ are inert (and are deleted before the shard is redone).
 
 from __future__ import annotations
 
-import io
 import uuid
 from typing import Any
 
@@ -91,9 +90,8 @@ class RunStore:
     # -- parts ---------------------------------------------------------------------------------
     def write_part(self, stage: str, shard: str, table: pa.Table) -> str:
         name = f"{uuid.uuid4().hex[:12]}.parquet"
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd" if "image" not in table.column_names else "none")
-        fs.write_bytes(fs.join(self.part_dir(stage, shard), name), buf.getvalue())
+        with fs.atomic_output(fs.join(self.part_dir(stage, shard), name)) as f:
+            pq.write_table(table, f, **_parquet_options(table))
         return name
 
     @staticmethod
@@ -110,3 +108,14 @@ class RunStore:
             return pa.table({})
         t = pa.concat_tables(tables, promote_options="default")
         return t.sort_by(ID) if ID in t.column_names and t.num_rows else t
+
+
+def _parquet_options(table: pa.Table) -> dict[str, Any]:
+    """Image bytes (JPEGs, already compressed) are written as they are: no compression, no
+    dictionary attempt and no min/max statistics over ~0.5 MB values, in row groups of 64 rows.
+    Each of those defaults cost more than the write itself (5 ms an image at 470 KB, against
+    0.4 ms; docs/benchmarks.md). Other parts are small columns: zstd."""
+    if "image" not in table.column_names:
+        return {"compression": "zstd"}
+    small = [c for c in table.column_names if c != "image"]
+    return {"compression": "none", "use_dictionary": small, "write_statistics": small, "row_group_size": 64}

@@ -130,7 +130,7 @@ class IngestStage(Stage):
         caps = (table.column(self.cfg.caption_column).to_pylist()
                 if self.cfg.caption_column in table.column_names else [None] * len(urls))
         policy = self.policy()
-        with new_session(policy) as session, ThreadPoolExecutor(self.cfg.download_threads) as pool:
+        with new_session(policy, self.cfg.download_threads) as session, ThreadPoolExecutor(self.cfg.download_threads) as pool:
             results = list(pool.map(lambda u: fetch(session, u, policy), urls))
         # Userinfo (user:secret@) is used for the request and never stored: source is redacted.
         return [(redact(u), data, None if c is None else str(c), reason, None)

@@ -122,7 +122,9 @@ def test_tar_links_are_never_followed(tmp_path, jpeg):
         info.size = len(jpeg)
         tar.addfile(info, io.BytesIO(jpeg))
     rows = IngestStage(load_config(None, [])).read_shard({"shard": "tar-00000", "kind": "tar", "uri": str(path)})
-    assert rows.column("image").to_pylist() == [jpeg]  # links are not samples; nothing read through them
+    # Links are rows of their own (never samples): nothing is read through them.
+    assert rows.column("reject").to_pylist() == ["symlink", "hardlink", None]
+    assert rows.column("image").to_pylist() == [None, None, jpeg]
 
 
 @pytest.mark.parametrize("payload", ["!!python/object/apply:os.system ['touch PWNED']",
