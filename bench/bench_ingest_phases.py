@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_corpus import build_corpus, serve  # noqa: E402
+from ingest_corpus import build_corpus, serve
 
 
 def timed(label: str, n: int, fn, results: dict) -> object:

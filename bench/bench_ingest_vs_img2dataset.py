@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest_corpus import build_corpus, serve, write_url_list  # noqa: E402
+from ingest_corpus import build_corpus, serve, write_url_list
 
 SAMPLE_S = 0.25
 BASE_SRC: list[Path | None] = [None]
@@ -168,12 +168,14 @@ def main() -> None:
         pss = max(r[2] for r in rs)
         print(f"| {tool} | {n} | {wall:.1f} | {n / wall:.1f} | {n / cpu:.1f} | {pss / 2**30:.2f} |")
     for n in args.sizes:
-        a, b = results.get(("curate", n)), results.get(("img2dataset", n))
-        if a and b:
-            ratio = lambda i: statistics.median(r[i] for r in a) / statistics.median(r[i] for r in b)  # noqa: E731
-            print(f"n={n}: curate/img2dataset wall {ratio(0):.2f} (target <= 0.8), "
-                  f"images per CPU-s {1 / ratio(1):.2f}x (target >= 2), "
-                  f"peak PSS {max(r[2] for r in a) / max(r[2] for r in b):.2f} (target <= 1.5)")
+        for tool in ("curate", "curate-base"):
+            a, b = results.get((tool, n)), results.get(("img2dataset", n))
+            if not (a and b):
+                continue
+            wall = statistics.median(r[0] for r in a) / statistics.median(r[0] for r in b)
+            cpu = statistics.median(r[1] for r in a) / statistics.median(r[1] for r in b)
+            print(f"n={n}: {tool}/img2dataset wall {wall:.2f} (target <= 0.8), images per CPU-s {1 / cpu:.2f}x "
+                  f"(target >= 2), peak PSS {max(r[2] for r in a) / max(r[2] for r in b):.2f} (target <= 1.5)")
 
 
 if __name__ == "__main__":
