@@ -109,3 +109,20 @@ def cpu_pretrain_estimate(num_params: int, student_tokens: int, teacher_tokens: 
     backbone reached on CPU, docs/benchmarks.md)."""
     gflop = (6 * student_tokens + 2 * teacher_tokens) * num_params / 1e9
     return 0.84 * gemm_gflops() / gflop, gflop
+
+
+def cpu_warning(cfg, backbone) -> str | None:
+    """For sizes from 0.1b up on a CPU: they are meant for GPUs; the rate to expect here."""
+    num_params = sum(p.numel() for p in backbone.parameters())
+    if num_params < 50e6:
+        return None
+    s, P, d = backbone.token_stride, backbone.num_prefix_tokens, cfg.data
+    n_global = (d.global_size[0] // s) * (d.global_size[1] // s)
+    n_local = (d.local_size[0] // s) * (d.local_size[1] // s)
+    student = 2 * (round(n_global * (1 - cfg.mae.mask_ratio)) + P) + d.local_crops * (n_local + P)
+    rate, gflop = cpu_pretrain_estimate(num_params, student, 2 * (n_global + P))
+    return (
+        f"warning: {cfg.model.name} ({num_params / 1e6:.0f}M parameters) is meant for GPUs; on this CPU "
+        f"expect about {rate:.3g} img/s ({gflop:.0f} GFLOP per image, {torch.get_num_threads()} threads). "
+        "Try --model sapiens2-tiny to check the pipeline on a CPU."
+    )

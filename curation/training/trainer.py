@@ -28,7 +28,7 @@ from curation.training.data import (
     num_streams_for,
     resolve_shards,
 )
-from curation.training.health import FailureWatch, cpu_pretrain_estimate
+from curation.training.health import FailureWatch, cpu_warning
 from curation.training.init import init_weights
 from curation.training.meta_arch import METRICS, SSLMetaArch
 from curation.training.optim import build_optimizer, build_scheduler, set_weight_decay
@@ -156,8 +156,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
             f"pretrain {cfg.model.name}: {len(shards)} shards, {info.world_size} rank(s), strategy {strategy}, "
             f"{'bf16' if bf16 else 'fp32'}, step {step}/{t.steps}, out {out}"
         )
-    if logger is not None and info.device.type == "cpu":
-        _warn_cpu(logger, cfg, model.student["backbone"])
+    cpu_note = cpu_warning(cfg, model.student["backbone"]) if info.device.type == "cpu" else None
+    if logger is not None and cpu_note:
+        logger.message(cpu_note)
     images_per_step = d.batch_size * t.accum_steps * info.world_size
     tokens_per_step = images_per_step * tokens_per_image(cfg, model.student["backbone"].token_stride)
     history: list[dict[str, float]] = []
@@ -237,23 +238,6 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
     if owns_group:
         D.shutdown_distributed()
     return history
-
-
-def _warn_cpu(logger: MetricsLogger, cfg: PretrainConfig, backbone) -> None:
-    """Sizes from 0.1b up are meant for GPUs: say so, with the rate to expect here."""
-    num_params = sum(p.numel() for p in backbone.parameters())
-    if num_params < 50e6:
-        return
-    s, P, d = backbone.token_stride, backbone.num_prefix_tokens, cfg.data
-    n_global = (d.global_size[0] // s) * (d.global_size[1] // s)
-    n_local = (d.local_size[0] // s) * (d.local_size[1] // s)
-    student = 2 * (round(n_global * (1 - cfg.mae.mask_ratio)) + P) + d.local_crops * (n_local + P)
-    rate, gflop = cpu_pretrain_estimate(num_params, student, 2 * (n_global + P))
-    logger.message(
-        f"warning: {cfg.model.name} ({num_params / 1e6:.0f}M parameters) is meant for GPUs; on this CPU "
-        f"expect about {rate:.3g} img/s ({gflop:.0f} GFLOP per image, {torch.get_num_threads()} threads). "
-        "Try --model sapiens2-tiny to check the pipeline on a CPU."
-    )
 
 
 def _log(

@@ -92,25 +92,18 @@ def test_a_run_logs_its_failure_signs_and_ends_with_the_logged_average(
 
 def test_the_readme_default_on_a_cpu_warns_with_the_rate_to_expect(tiny_config):
     from curation.training.backbone import build_backbone
-    from curation.training.trainer import _warn_cpu
-
-    class Messages(list):
-        message = list.append
+    from curation.training.health import cpu_warning
 
     cfg = tiny_config(
         "", "model.name=sapiens2-0.4b", "data.global_size=[1024,768]", "data.local_size=[256,192]"
     )
     with torch.device("meta"):
-        backbone = build_backbone("sapiens2-0.4b")
-    said = Messages()
-    _warn_cpu(said, cfg, backbone)
-    assert len(said) == 1 and "sapiens2-0.4b (395M parameters) is meant for GPUs" in said[0]
-    rate = float(said[0].split("expect about ")[1].split(" img/s")[0])
+        backbone, tiny = build_backbone("sapiens2-0.4b"), build_backbone("sapiens2-tiny")
+    said = cpu_warning(cfg, backbone)
+    assert "sapiens2-0.4b (395M parameters) is meant for GPUs" in said
+    rate = float(said.split("expect about ")[1].split(" img/s")[0])
     assert 0 < rate < 1  # a 0.4b step on a CPU is seconds per image at best
-    with torch.device("meta"):
-        tiny = build_backbone("sapiens2-tiny")
-    _warn_cpu(said, cfg, tiny)
-    assert len(said) == 1  # the tiny model is for CPUs
+    assert cpu_warning(cfg, tiny) is None  # the tiny model is for CPUs
 
 
 def test_eval_json_holds_null_where_a_metric_is_nan():
