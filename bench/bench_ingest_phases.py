@@ -44,6 +44,7 @@ def main() -> None:
     from curation.config import load_config
     from curation.imaging import probe
     from curation.io.http import fetch, new_session
+    from curation.manifests.store import parquet_options
     from curation.manifests.tar_writer import sample_tar
     from curation.stages.decode import DecodeStage
     from curation.stages.ingest import IngestStage
@@ -63,7 +64,8 @@ def main() -> None:
     timed("sniff", args.n, lambda: [probe(d) for d in data], r)
     timed("validate", args.n, lambda: [decode.validate(d) for d in data], r)
     table = pa.table({"id": [str(i) for i in range(len(data))], "image": data})
-    timed("parquet write", args.n, lambda: pq.write_table(table, io.BytesIO(), compression="none"), r)
+    opts = parquet_options(table)  # what RunStore.write_part uses
+    timed("parquet write", args.n, lambda: pq.write_table(table, io.BytesIO(), **opts), r)
     with tempfile.TemporaryDirectory() as tmp:
         def tars() -> None:
             with sample_tar(os.path.join(tmp, "000000.tar")) as tar:

@@ -35,6 +35,7 @@ from ingest_corpus import build_corpus, serve, write_url_list
 
 SAMPLE_S = 0.25
 BASE_SRC: list[Path | None] = [None]
+RESIZE = 512
 I2D = "img2dataset==1.47.0"
 
 
@@ -107,11 +108,13 @@ def count_tar_samples(folder: Path) -> int:
 
 def commands(tool: str, urls: Path, out: Path, i2d: Path) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
-    if tool == "img2dataset":
+    resize = tool.endswith("-resize")  # both tools: shorter side to RESIZE px, one re-encode
+    if tool.startswith("img2dataset"):
         env["NO_ALBUMENTATIONS_UPDATE"] = "1"  # else every worker reaches for the network
+        mode = ["--resize_mode", "keep_ratio", "--image_size", str(RESIZE)] if resize else ["--resize_mode", "no"]
         return [str(i2d), "--url_list", str(urls), "--input_format", "parquet", "--url_col", "url",
                 "--output_format", "webdataset", "--output_folder", str(out), "--processes_count", "2",
-                "--thread_count", "32", "--resize_mode", "no", "--number_sample_per_shard", "500",
+                "--thread_count", "32", *mode, "--number_sample_per_shard", "500",
                 "--timeout", "10", "--retries", "0", "--enable_wandb", "False",
                 "--distributor", "multiprocessing"], env
     env.setdefault("RAY_AUTH_MODE", "disabled")
@@ -120,6 +123,8 @@ def commands(tool: str, urls: Path, out: Path, i2d: Path) -> tuple[list[str], di
         env["PYTHONPATH"] = str(BASE_SRC[0])
     else:
         sets.append("ingest.allow_networks=[127.0.0.0/8]")
+    if resize:
+        sets.append(f"shard.resize={RESIZE}")
     return [sys.executable, "-m", "curation.cli", "run", "-i", str(urls), "-o", str(out),
             *[a for s in sets for a in ("--set", s)]], env
 
@@ -130,7 +135,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--photos", type=int, default=2000, help="distinct photos served")
     ap.add_argument("--scratch", type=Path, default=Path.home() / ".cache" / "curation-bench")
-    ap.add_argument("--tools", nargs="+", default=["img2dataset", "curate"])
+    ap.add_argument("--tools", nargs="+", default=["img2dataset", "curate"],
+                    help="img2dataset, curate, curate-base (with --base-src); a -resize suffix runs "
+                         "img2dataset --resize_mode keep_ratio / curate shard.resize")
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--base-src", type=Path, help="a checkout of an earlier version, run as tool 'curate-base' "
                                                   "(e.g. git worktree add /tmp/base <commit>)")
@@ -141,7 +148,7 @@ def main() -> None:
     sizes = [p.stat().st_size for p in corpus]
     print(f"corpus: {len(corpus)} photos, median {statistics.median(sizes) / 1024:.0f} KiB, "
           f"{sum(sizes) / 2**20:.0f} MiB in all")
-    i2d = img2dataset_venv(args.scratch) if "img2dataset" in args.tools else Path("-")
+    i2d = img2dataset_venv(args.scratch) if any(t.startswith("img2dataset") for t in args.tools) else Path("-")
     results: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
     with serve(corpus) as base:
         for n in args.sizes:
@@ -168,13 +175,14 @@ def main() -> None:
         pss = max(r[2] for r in rs)
         print(f"| {tool} | {n} | {wall:.1f} | {n / wall:.1f} | {n / cpu:.1f} | {pss / 2**30:.2f} |")
     for n in args.sizes:
-        for tool in ("curate", "curate-base"):
-            a, b = results.get((tool, n)), results.get(("img2dataset", n))
+        for tool, ref in (("curate", "img2dataset"), ("curate-base", "img2dataset"),
+                          ("curate-resize", "img2dataset-resize")):
+            a, b = results.get((tool, n)), results.get((ref, n))
             if not (a and b):
                 continue
             wall = statistics.median(r[0] for r in a) / statistics.median(r[0] for r in b)
             cpu = statistics.median(r[1] for r in a) / statistics.median(r[1] for r in b)
-            print(f"n={n}: {tool}/img2dataset wall {wall:.2f} (target <= 0.8), images per CPU-s {1 / cpu:.2f}x "
+            print(f"n={n}: {tool}/{ref} wall {wall:.2f} (target <= 0.8), images per CPU-s {1 / cpu:.2f}x "
                   f"(target >= 2), peak PSS {max(r[2] for r in a) / max(r[2] for r in b):.2f} (target <= 1.5)")
 
 

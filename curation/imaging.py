@@ -109,12 +109,23 @@ def encode_jpeg(im: Image.Image, quality: int = 95) -> bytes:
 
 
 def normalized_jpeg(data: bytes, fmt: str | None, mode: str | None, orientation: int | None,
-                    quality: int = 95) -> bytes:
-    """Bytes a trainer can read without surprises: upright 8-bit RGB/L JPEG.
+                    quality: int = 95, resize: int | None = None) -> tuple[bytes, float]:
+    """Bytes a trainer can read without surprises: upright 8-bit RGB/L JPEG, and the factor from
+    original pixels to the stored image's (1.0 unless resized).
 
     Baseline JPEGs that need no rotation keep their original bytes (no generation loss); anything
-    else (PNG, WebP, CMYK, 16-bit, alpha, rotated) is re-encoded once.
+    else (PNG, WebP, CMYK, 16-bit, alpha, rotated) is re-encoded once. With `resize`, an image whose
+    shorter side is longer than that is scaled to it with area averaging (decoded at the smallest
+    DCT scale that still covers it) and re-encoded once.
     """
+    if resize:
+        im = open_oriented(data, resize)
+        full = probe(data)
+        short = min(full.width, full.height)
+        if short > resize:
+            scale = resize / short
+            size = (max(1, round(full.width * scale)), max(1, round(full.height * scale)))
+            return encode_jpeg(im.resize(size, Image.Resampling.BOX), quality), scale
     if fmt == "JPEG" and mode in ("RGB", "L") and (orientation or 1) == 1:
-        return data
-    return encode_jpeg(open_oriented(data), quality)
+        return data, 1.0
+    return encode_jpeg(open_oriented(data), quality), 1.0

@@ -24,10 +24,17 @@ def test_each_bad_or_odd_file_gets_its_outcome(stage, name):
         # kept images decode to 8-bit RGB, and their shard bytes are a JPEG that PIL reads upright
         arr, scale = decode_rgb(data, min_side=224)
         assert arr.dtype == np.uint8 and arr.shape[2] == 3 and min(arr.shape[:2]) >= 224
-        jpg = normalized_jpeg(data, info["format"], info["mode"], info["orientation"])
+        jpg, scale = normalized_jpeg(data, info["format"], info["mode"], info["orientation"])
         with Image.open(__import__("io").BytesIO(jpg)) as im:
-            assert im.format == "JPEG" and im.mode in ("RGB", "L")
+            assert im.format == "JPEG" and im.mode in ("RGB", "L") and scale == 1.0
             assert im.size == (info["width"], info["height"])
+        # shard.resize: shorter side to 200, upright, one re-encode; smaller images untouched
+        small, s2 = normalized_jpeg(data, info["format"], info["mode"], info["orientation"], resize=200)
+        with Image.open(__import__("io").BytesIO(small)) as im:
+            assert min(im.size) == min(200, info["width"], info["height"])
+            assert s2 == min(1.0, 200 / min(info["width"], info["height"]))
+            ratio = info["width"] / info["height"]
+            assert abs(im.size[0] / im.size[1] - ratio) < 0.02
 
 
 def test_exif_orientation_swaps_reported_size(stage):

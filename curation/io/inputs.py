@@ -22,10 +22,16 @@ URL_LIST_EXTS = listing.URL_LIST_EXTS
 
 
 def plan_shards(input_uri: str, shard_size: int, url_column: str, follow_symlinks: bool = False,
-                max_list_bytes: int = 4 << 30) -> list[dict[str, Any]]:
+                max_list_bytes: int = 4 << 30, min_shards: int = 8,
+                shard_bytes: int = 256 << 20) -> list[dict[str, Any]]:
     """Input shards covering every item found: tars (one shard each), URL-list row ranges, and
-    files in groups of `shard_size`, where a file shard also carries the items rejected while
-    listing (links, devices, hidden names ...) so that each of them gets its row."""
+    groups of files, where a file shard also carries the items rejected while listing (links,
+    devices, hidden names ...) so that each of them gets its row.
+
+    Rows per shard: `shard_size`, but small inputs are cut into at least `min_shards` shards (of
+    64 rows or more), so every core of a small machine has work and one task's downloads
+    overlap another's decoding; file shards also close at `shard_bytes`, so a task's memory is
+    bounded by bytes, not only by count."""
     try:
         if not fs.exists(input_uri):
             raise InputError(f"input not found: {input_uri}")
@@ -52,15 +58,31 @@ def plan_shards(input_uri: str, shard_size: int, url_column: str, follow_symlink
     n = 0
     for item in (i for i in items if i.kind == "urls" and i.reject is None):
         rows = read_url_table(item.source, url_column, max_list_bytes, item.read_path).num_rows
-        for start in range(0, rows, shard_size):
+        per = _rows_per_shard(rows, shard_size, min_shards)
+        for start in range(0, rows, per):
             specs.append({"shard": f"url-{n:05d}", "kind": "urls", "uri": item.source,
-                          "start": start, "stop": min(rows, start + shard_size),
+                          "start": start, "stop": min(rows, start + per),
                           **({"path": item.read_path} if item.read_path else {})})
             n += 1
-    files = [[i.source, i.reject, i.read_path] for i in items if i.kind == "image" or i.reject is not None]
-    for j, start in enumerate(range(0, len(files), shard_size)):
-        specs.append({"shard": f"img-{j:05d}", "kind": "files", "items": files[start:start + shard_size]})
+    files = [i for i in items if i.kind == "image" or i.reject is not None]
+    per = _rows_per_shard(len(files), shard_size, min_shards)
+    group: list[list] = []
+    size = 0
+    for item in files:
+        if group and (len(group) >= per or size + item.size > shard_bytes):
+            specs.append({"shard": f"img-{sum(s['kind'] == 'files' for s in specs):05d}", "kind": "files",
+                          "items": group})
+            group, size = [], 0
+        group.append([item.source, item.reject, item.read_path])
+        size += item.size
+    if group:
+        specs.append({"shard": f"img-{sum(s['kind'] == 'files' for s in specs):05d}", "kind": "files",
+                      "items": group})
     return specs
+
+
+def _rows_per_shard(rows: int, shard_size: int, min_shards: int) -> int:
+    return max(1, min(shard_size, max(64, -(-rows // max(1, min_shards)))))
 
 
 def _first_line(exc: BaseException) -> str:

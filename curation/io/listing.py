@@ -40,6 +40,7 @@ class Item:
     kind: str  # how it is read: "image", "tar" or "urls"
     reject: str | None = None
     read_path: str | None = None  # escaped; only where it differs from source (a followed link)
+    size: int = 0  # bytes, as listed (0 when unknown or rejected)
 
 
 def kind_of(name: str) -> str:
@@ -107,7 +108,8 @@ class _LocalWalk:
         if stat.S_ISDIR(st.st_mode):
             yield from self._folder(path, source, kind, st, ancestors)
             return
-        yield Item(source, kind, type_reason(st.st_mode))
+        reason = type_reason(st.st_mode)
+        yield Item(source, kind, reason, None, 0 if reason else st.st_size)
 
     def _folder(self, path: bytes, source: str, kind: str, st: os.stat_result,
                 ancestors: frozenset) -> Iterator[Item]:
@@ -135,7 +137,7 @@ class _LocalWalk:
                 yield from self._folder(path, source, kind, st, ancestors)
             return
         reason = type_reason(st.st_mode)
-        yield Item(source, kind, reason, None if reason else names.escape(target))
+        yield Item(source, kind, reason, None if reason else names.escape(target), 0 if reason else st.st_size)
 
 
 # Folder names that would otherwise pass for an image file: x.jpg/ is an item, photos/ is not.
@@ -160,7 +162,8 @@ def _list_remote(uri: str) -> Iterator[Item]:
                 hidden_prefixes.add(folder)
                 yield Item(f"{prefix}/{folder}", "image", "hidden")
             continue
-        yield Item(f"{prefix}/{rel}", kind_of(rel), "hidden" if hidden is not None else None)
+        yield Item(f"{prefix}/{rel}", kind_of(rel), "hidden" if hidden is not None else None, None,
+                   int(info.size or 0))
 
 
 def read_local_capped(path: str, max_bytes: int) -> tuple[bytes | None, str | None]:

@@ -40,7 +40,7 @@ def sample_metadata(row: dict[str, Any], meta_cols: list[str]) -> dict[str, Any]
 
 
 def write_tar(batch: pa.Table, out: str, base: str, sources: dict[str, list[str]], meta_cols: list[str],
-              quality: int, include_clip: bool) -> pa.Table:
+              quality: int, include_clip: bool, resize: int | None = None) -> pa.Table:
     """Ray task: write one output tar from its slices of input shards, streamed to its final URI
     (memory: one input shard's rows plus one sample, whatever the tar's size)."""
     from curation.imaging import normalized_jpeg
@@ -55,9 +55,11 @@ def write_tar(batch: pa.Table, out: str, base: str, sources: dict[str, list[str]
             rows = load_rows(json.loads(records[shard]), base, sources).slice(start, stop - start)
             for chunk in rows.to_batches(max_chunksize=256):  # a chunk of Python objects at a time
                 for row in chunk.to_pylist():
-                    jpg = normalized_jpeg(row["image"], row.get("format"), row.get("mode"), row.get("orientation"),
-                                          quality)
+                    jpg, scale = normalized_jpeg(row["image"], row.get("format"), row.get("mode"),
+                                                 row.get("orientation"), quality, resize)
                     meta = sample_metadata(row, json_cols)
+                    if scale != 1.0:  # boxes and sizes in the json stay in original pixels
+                        meta = {**meta, "stored_scale": scale}
                     repeats = int(row["selected"]) if row.get("selected") is not None else 1
                     for r in range(max(1, repeats)):
                         sample = {"__key__": row["id"] if r == 0 else f"{row['id']}_r{r}", "jpg": jpg, "json": meta}

@@ -91,7 +91,7 @@ class RunStore:
     def write_part(self, stage: str, shard: str, table: pa.Table) -> str:
         name = f"{uuid.uuid4().hex[:12]}.parquet"
         with fs.atomic_output(fs.join(self.part_dir(stage, shard), name)) as f:
-            pq.write_table(table, f, **_parquet_options(table))
+            pq.write_table(table, f, **parquet_options(table))
         return name
 
     @staticmethod
@@ -110,7 +110,7 @@ class RunStore:
         return t.sort_by(ID) if ID in t.column_names and t.num_rows else t
 
 
-def _parquet_options(table: pa.Table) -> dict[str, Any]:
+def parquet_options(table: pa.Table) -> dict[str, Any]:
     """Image bytes (JPEGs, already compressed) are written as they are: no compression, no
     dictionary attempt and no min/max statistics over ~0.5 MB values, in row groups of 64 rows.
     Each of those defaults cost more than the write itself (5 ms an image at 470 KB, against

@@ -29,7 +29,9 @@ COLUMNS = (ID, INPUT_SHARD, "source", "image", "bytes", "content_hash", "caption
 
 @dataclass
 class IngestConfig(StageConfig):
-    shard_size: int = 1000  # images (or URL rows) per input shard; each tar is one shard
+    shard_size: int = 1000  # images (or URL rows) per input shard at most; each tar is one shard
+    min_shards: int = 8  # small inputs are cut into this many shards (of >= 64 rows) to use every core
+    shard_bytes: int = 256 << 20  # a shard of files closes at this many bytes
     url_column: str = "url"
     caption_column: str = "caption"
     download_threads: int = 16
@@ -58,13 +60,16 @@ class IngestStage(Stage):
                "missing_url", "invalid_url", "scheme_not_allowed", "blocked_address", "http_<status>", "timeout",
                "connection_error", "too_many_redirects", "empty_file", "s3_not_found", "s3_access_denied",
                "s3_error", "unsafe_member_name", "corrupt_tar", "decompression_bomb", "no_image_in_sample")
-    resources = Resources(num_cpus=1.0, batch_size=1)
+    # Half a CPU: a URL shard waits on the network most of the time, so two tasks share a core
+    # (one downloading while the other decodes).
+    resources = Resources(num_cpus=0.5, batch_size=1)
     Config = IngestConfig
     description = "image folders, URL lists (parquet/csv/jsonl) of http(s)/s3 URLs, WebDataset tars; local or s3://"
 
     def plan(self, input_uri: str) -> list[dict[str, Any]]:
-        return plan_shards(input_uri, self.cfg.shard_size, self.cfg.url_column, self.cfg.follow_symlinks,
-                           self.cfg.max_list_bytes)
+        c = self.cfg
+        return plan_shards(input_uri, c.shard_size, c.url_column, c.follow_symlinks, c.max_list_bytes,
+                           c.min_shards, c.shard_bytes)
 
     def check(self) -> None:
         # A scheme the fetcher cannot read would only turn every such row into scheme_not_allowed.

@@ -25,7 +25,11 @@ from curation.stages.registry import all_stages, register_stage
 class ShardConfig(StageConfig):
     samples_per_shard: int = 1000
     max_shard_bytes: int = 1_000_000_000  # shards roll over by count or by estimated size
-    jpeg_quality: int = 95  # only for images that must be re-encoded (PNG, CMYK, rotated, ...)
+    jpeg_quality: int = 95  # only for images that must be re-encoded (PNG, CMYK, rotated, resized ...)
+    # Shorter side to this many pixels (area averaging, one re-encode) for images larger than
+    # that; None keeps full resolution, which the trainer needs. The sample json then holds
+    # `stored_scale`: its boxes and sizes stay in original pixels.
+    resize: int | None = None
     include_clip: bool = False  # add `clip.npy` (float16) to each sample
 
 
@@ -101,6 +105,7 @@ class ShardStage(Stage):
             ds = ds.map_batches(write_tar, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
                                 fn_kwargs={"out": store.out, "base": prev, "sources": sources,
                                            "meta_cols": meta_cols, "quality": self.cfg.jpeg_quality,
+                                           "resize": self.cfg.resize,
                                            "include_clip": self.cfg.include_clip})
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 for r in batch.to_pylist():
