@@ -42,15 +42,31 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
+from curation.config import ConfigError
 from curation.training.distributed import DistInfo
 from curation.training.rng import rng_state, set_rng_state
 
-__all__ = ["LAST", "export_checkpoint", "load_checkpoint", "read_checkpoint", "rng_state",
+__all__ = ["LAST", "export_checkpoint", "load_checkpoint", "read_checkpoint", "resume_point", "rng_state",
            "save_checkpoint", "set_rng_state"]  # fmt: skip
 
 LAST = "checkpoint-last"
 META = "meta.pt"
 NUMBERED = re.compile(r"checkpoint-\d{8}")
+
+
+def resume_point(out_dir: Path) -> Path | None:
+    """OUT/checkpoint-last when a run left one; refuses a single-file checkpoint of the former
+    layout rather than silently starting over beside it."""
+    last = out_dir / LAST
+    if last.exists():
+        return last
+    legacy = out_dir / "checkpoint-last.pt"
+    if legacy.is_file():
+        raise ConfigError(
+            f"{legacy} is a single-file checkpoint, which runs no longer resume from: start over with "
+            "--no-resume, or from its weights with --init / --backbone (they read it)"
+        )
+    return None
 
 
 def _rank_file(rank: int) -> str:

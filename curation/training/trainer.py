@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from curation.training import distributed as D
-from curation.training.checkpoint import LAST, load_checkpoint, save_checkpoint, set_rng_state
+from curation.training.checkpoint import load_checkpoint, resume_point, save_checkpoint, set_rng_state
 from curation.training.config import PretrainConfig
 from curation.training.data import (
     DataPosition,
@@ -108,8 +108,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
     shards = resolve_shards(cfg.data.data)
     num_streams = num_streams_for(len(shards), info.world_size, cfg.data.num_workers)
     position, step, rng = DataPosition(num_streams), 0, None
-    ckpt = out / LAST
-    if resume and ckpt.exists():
+    ckpt = resume_point(out) if resume else None
+    if ckpt is not None:
         loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, info=info)
         step, rng = loaded["step"], loaded["rng"]
         if loaded["data"] is None:

@@ -38,3 +38,12 @@ def test_keep_prunes_old_checkpoints_and_export_writes_one_file(tmp_path, shards
     result = CliRunner().invoke(curate_app, ["train", "export", str(tmp_path), "--out", str(target)])
     assert isinstance(result.exception, ConfigError)
     assert "neither a checkpoint file nor a checkpoint directory" in str(result.exception)
+
+
+def test_a_former_single_file_checkpoint_is_refused_not_silently_ignored(tmp_path, shards, tiny_config):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "checkpoint-last.pt").write_bytes(b"former layout")
+    with pytest.raises(ConfigError, match="single-file checkpoint.*--no-resume"):
+        trainer.pretrain(tiny_config(shards, "train.steps=1"), out)
+    assert [h["step"] for h in trainer.pretrain(tiny_config(shards, "train.steps=1"), out, resume=False)] == [1]

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from curation.training import distributed as D
-from curation.training.checkpoint import LAST, load_checkpoint, save_checkpoint, set_rng_state
+from curation.training.checkpoint import load_checkpoint, resume_point, save_checkpoint, set_rng_state
 from curation.training.data import DataPosition, SampleStream, build_loader, num_streams_for, resolve_shards
 from curation.training.heads.config import HeadTrainConfig
 from curation.training.heads.labels import TaskDecoder, require_labels
@@ -57,6 +57,7 @@ def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -
 
     shards = resolve_shards(cfg.data.data)
     require_labels(shards, cfg.task)
+    ckpt = resume_point(out) if resume else None  # refusals before the model is built
     seed_all(t.seed)  # identical initial head weights on every rank
     model = build_task_model(cfg).to(info.device)
     model.backbone.set_grad_checkpointing(cfg.model.grad_checkpointing)
@@ -72,8 +73,8 @@ def train_head(cfg: HeadTrainConfig, out_dir: str | Path, resume: bool = True) -
 
     num_streams = num_streams_for(len(shards), info.world_size, cfg.data.num_workers)
     position, step, rng = DataPosition(num_streams), 0, None
-    if resume and (out / LAST).exists():
-        loaded = load_checkpoint(out / LAST, model=model, optimizer=optimizer, scheduler=scheduler, info=info)
+    if ckpt is not None:
+        loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, info=info)
         step, rng = loaded["step"], loaded["rng"]
         position = DataPosition(num_streams, loaded["data"])
     if info.is_main:
