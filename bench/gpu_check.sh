@@ -45,7 +45,7 @@ if [ "$CUDA" = 1 ]; then
   part tests 80 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/training
   part pretrain 70 "$PY" bench/bench_train_step.py --device cuda --model sapiens2-0.4b --batch 4 --steps 8 \
     --json "$OUT/pretrain.json"
-  part head 45 "$PY" bench/bench_train_step.py --device cuda --objective head --model sapiens2-0.4b --batch 8 \
+  part head 45 "$PY" bench/bench_train_step.py --device cuda --objective head --model sapiens2-0.4b --batch 4 \
     --steps 8 --json "$OUT/head.json"
   part block-mem 35 "$PY" bench/bench_block_memory.py --device cuda --scale 1 --blocks 2
   part stages 100 "$PY" bench/bench_model_stages.py --copies 1 --json "$OUT/stages.json"
