@@ -6,7 +6,8 @@
 #   2. pretrain    sapiens2-0.4b pretraining steps (MAE + CL, EMA) at 1024x768, bf16: img/s, MFU
 #   3. head        a sapiens2-0.4b seg fine-tuning step at 1024x768, bf16: img/s, MFU
 #   4. block-mem   one block's activation memory with and without checkpointing (measured peaks)
-#   5. stages      detect, headpose, embed, quality, text alone, then the fused DAG's efficiency
+#   5. stages      detect, headpose, embed, quality, text alone on CUDA, then the DAG's efficiency
+#                  (bench/gpu_model_stages.py)
 #   6. faiss       faiss-gpu installed beside the venv (when a wheel installs): semdedup/cluster rates
 #
 # Without CUDA the CPU-safe parts run (tiny model steps, the faiss CPU rates; the gpu tests are
@@ -48,7 +49,7 @@ if [ "$CUDA" = 1 ]; then
   part head 45 "$PY" bench/bench_train_step.py --device cuda --objective head --model sapiens2-0.4b --batch 4 \
     --steps 8 --json "$OUT/head.json"
   part block-mem 35 "$PY" bench/bench_block_memory.py --device cuda --scale 1 --blocks 2
-  part stages 100 "$PY" bench/bench_model_stages.py --copies 1 --json "$OUT/stages.json"
+  part stages 100 "$PY" bench/gpu_model_stages.py --copies 3 --json "$OUT/stages.json"
   # faiss-gpu beside the venv (PYTHONPATH wins over the venv's faiss-cpu); its numpy is dropped so
   # the venv's own stays in use. faiss_ops moves its indexes to the GPU when it sees one.
   if timeout 60 "$PY" -m pip install -q --target "$OUT/faiss_gpu" "faiss-gpu>=1.9" > "$OUT/faiss_pip.log" 2>&1 \
@@ -104,8 +105,9 @@ def figures(name):
         if not r:
             return ""
         alone = ", ".join(f"{k} {v['img_per_s']:.0f}" for k, v in r["stages"].items())
-        fused = r.get("fused", {}).get("efficiency")
-        return f"img/s alone: {alone}" + (f"; fused DAG efficiency {fused:.2f}" if fused else "")
+        dag = r.get("dag") or {}
+        fused = f"; DAG {dag['img_per_s']:.1f} img/s, efficiency {dag['efficiency']:.2f}" if dag else ""
+        return f"img/s alone: {alone}{fused}"
     if name == "faiss":
         return "; ".join(line.strip() for line in text.splitlines() if "GFLOP/s" in line or "semdedup" in line)[:200]
     return ""
