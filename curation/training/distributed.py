@@ -114,9 +114,7 @@ def shard_with_fsdp(model: nn.Module, info: DistInfo, bf16: bool) -> None:
 def shard_task_model(model: nn.Module, info: DistInfo, bf16: bool) -> None:
     """Head training: the backbone per block, the head, then the task model as root. Parameter
     names are unchanged, so the optimiser's layer-wise LR decay groups are built as without FSDP."""
-    from torch.distributed.fsdp import fully_shard
-
-    from torch.distributed.fsdp import register_fsdp_forward_method
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     mesh, mp = _fsdp_mesh_and_policy(info, bf16)
     _shard_backbone(model.backbone, mesh, mp)
