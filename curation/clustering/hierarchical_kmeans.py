@@ -93,7 +93,7 @@ def _greedy_seeds(x: np.ndarray, k: int, rng: np.random.Generator, n_trials: int
 
 
 def kmeans(x: np.ndarray, k: int, n_iter: int, rng: np.random.Generator,
-           init_points_per_centroid: int = 16, fit_points_per_centroid: int = 128,
+           init_points_per_centroid: int = 4, fit_points_per_centroid: int = 128,
            init: str = "kmeans++", kmeanspp_trials: int | None = None) -> np.ndarray:
     """k-means++ seeding then Lloyd (faiss), each on a uniform subsample. Returns centroids.
 
@@ -125,7 +125,7 @@ def closest_per_cluster(labels: np.ndarray, distances: np.ndarray, per_cluster: 
 
 
 def fit_level(x: np.ndarray, level: Level, n_iter: int, rng: np.random.Generator,
-              resample_strategy: str = "closest", refit: str = "reseed", **kmeans_kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              resample_strategy: str = "closest", **kmeans_kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One level: (centroids, label per point, distance per point)."""
     k = max(1, min(level.k, len(x) // 2))  # >= 2 points per cluster on average: small runs stay sane
     centroids = kmeans(x, k, n_iter, rng, **kmeans_kw)
@@ -140,10 +140,9 @@ def fit_level(x: np.ndarray, level: Level, n_iter: int, rng: np.random.Generator
                 raise ValueError(f"resample_strategy must be 'closest' or 'random', not {resample_strategy!r}")
             if len(picked) < len(centroids):  # empty clusters left too few points to refit k
                 break
-            if refit == "warm":
-                centroids = faiss_ops.lloyd(x[np.sort(picked)], centroids, n_iter, seed=int(rng.integers(2**31)))
-            else:
-                centroids = kmeans(x[np.sort(picked)], len(centroids), n_iter, rng, **kmeans_kw)
+            # re-seeded on the resampled set, as Vo et al. do: warm-starting Lloyd from the
+            # current centroids instead keeps them where the dense regions put them
+            centroids = kmeans(x[np.sort(picked)], len(centroids), n_iter, rng, **kmeans_kw)
             labels, dist = faiss_ops.nearest(x, centroids)
     return centroids, labels, dist
 

@@ -45,7 +45,7 @@ class ClusterConfig(StageConfig):
     resample_strategy: str = "closest"  # or "random"
     normalize: bool = True  # L2-normalise embeddings (CLIP compares by angle)
     fit_sample_size: int = 2_000_000  # rows the hierarchy is fitted on; all rows are assigned
-    init_points_per_centroid: int = 16  # k-means++ seeding subsample
+    init_points_per_centroid: int = 4  # k-means++ seeding subsample (greedy seeding, 2 + ln k trials)
     fit_points_per_centroid: int = 128  # Lloyd subsample
 
 
@@ -98,7 +98,8 @@ class ClusterStage(Stage):
     def hierarchy(self, ds, ctx, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """(level-1 centroids, parent maps), fitted or from the cache."""
         cfg = self._cfg
-        params = [cfg.k, cfg.n_resampling_steps, cfg.sample_size, cfg.n_iter, cfg.resample_strategy,
+        # "greedy-kmeans++": hierarchies fitted before the seeding changed must not be reused
+        params = ["greedy-kmeans++", cfg.k, cfg.n_resampling_steps, cfg.sample_size, cfg.n_iter, cfg.resample_strategy,
                   cfg.normalize, cfg.fit_sample_size, cfg.init_points_per_centroid, cfg.fit_points_per_centroid]
         name = "hierarchy-" + cache.cache_key(ctx.input_fingerprint, params, ctx.seed)
         uri = cache.join(ctx.cache_uri, name)
