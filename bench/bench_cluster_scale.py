@@ -20,6 +20,7 @@ import numpy as np
 from curation.clustering import faiss_ops
 from curation.clustering.balanced_sampling import hierarchical_sample
 from curation.clustering.hierarchical_kmeans import Level, hierarchical_kmeans
+from curation.clustering.synthetic import balance
 
 
 def mixture(n: int, dim: int, n_components: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -37,9 +38,7 @@ def mixture(n: int, dim: int, n_components: int, seed: int = 0) -> tuple[np.ndar
 
 
 def entropy(component: np.ndarray, counts: np.ndarray, n_components: int) -> float:
-    p = np.bincount(component, weights=counts, minlength=n_components)
-    p = p[p > 0] / p.sum()
-    return float(-(p * np.log(p)).sum() / np.log(n_components))
+    return balance(component, counts, n_components)["entropy"]
 
 
 def peak_rss_gib() -> float:

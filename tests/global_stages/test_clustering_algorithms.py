@@ -18,6 +18,7 @@ from curation.clustering.hierarchical_kmeans import (
     hierarchical_kmeans,
     kmeans_plusplus,
 )
+from curation.clustering.synthetic import balance
 
 
 def power_law_mixture(seed: int = 0, n_components: int = 20, dim: int = 64):
@@ -32,9 +33,7 @@ def power_law_mixture(seed: int = 0, n_components: int = 20, dim: int = 64):
 
 
 def normalised_entropy(component: np.ndarray, counts: np.ndarray, n_components: int) -> float:
-    p = np.bincount(component, weights=counts, minlength=n_components)
-    p = p[p > 0] / p.sum()
-    return float(-(p * np.log(p)).sum() / np.log(n_components))
+    return balance(component, counts, n_components)["entropy"]
 
 
 def test_find_cap_is_the_largest_feasible_cap():
