@@ -52,19 +52,29 @@ def ingest_task(batch: Any, out: str, stage: Any, followers: list[tuple[type, An
     results = []
     for spec_json in batch.column("spec").to_pylist():
         spec = json.loads(spec_json)
-        t0 = time.perf_counter()
-        table = stage.read_shard(spec)
+        shard, t0 = spec["shard"], time.perf_counter()
+        rows, nbytes, rejects = 0, 0, Counter()
+        reports: dict[str, dict] = {}
+        # Streamed chunk by chunk: the part file is written as the chunks come, the followers see
+        # each chunk while its bytes are in memory, and the next chunk downloads meanwhile.
+        with store.part_writer(stage.name, shard) as part:
+            for chunk in stage.iter_chunks(spec, stage.cfg.chunk_rows):
+                part.write(chunk)
+                rows += chunk.num_rows
+                nbytes += int(pc.sum(chunk.column("bytes")).as_py() or 0)
+                rejects.update(r for r in chunk.column(REJECT).to_pylist() if r is not None)
+                for r in _run_followers(chunk, shard, out, stage.config, followers) if followers else []:
+                    new = {"rows": 0, "kept": 0, "rejects": Counter(), "parts": []}
+                    _add(reports.setdefault(r["stage"], new), r)
         found = _planned_items(spec)
-        if found is not None and found != table.num_rows:  # an item without its row is a bug, not a reject
-            raise RuntimeError(f"ingest of {spec['shard']}: {table.num_rows} rows for {found} items found")
-        part = store.write_part(stage.name, spec["shard"], table)
-        rejects = Counter(r for r in table.column(REJECT).to_pylist() if r is not None)
-        results.append({"shard": spec["shard"], "stage": stage.name, "part": part, "rows": table.num_rows,
-                        "kept": table.num_rows - sum(rejects.values()), "rejects": json.dumps(rejects),
-                        "bytes": int(pc.sum(table.column("bytes")).as_py() or 0),
+        if found is not None and found != rows:  # an item without its row is a bug, not a reject
+            raise RuntimeError(f"ingest of {shard}: {rows} rows for {found} items found")
+        results.append({"shard": shard, "stage": stage.name, "part": json.dumps([part.name]), "rows": rows,
+                        "kept": rows - sum(rejects.values()), "rejects": json.dumps(rejects), "bytes": nbytes,
                         "seconds": time.perf_counter() - t0})
-        if followers:
-            results += _run_followers(table, spec["shard"], out, stage.config, followers)
+        for name, a in reports.items():
+            results.append({"shard": shard, "stage": name, "part": json.dumps(a["parts"]), "rows": a["rows"],
+                            "kept": a["kept"], "rejects": json.dumps(a["rejects"]), "bytes": 0, "seconds": 0.0})
     return pa.Table.from_pylist(results)
 
 
@@ -80,10 +90,18 @@ def _run_followers(table: pa.Table, shard: str, out: str, config: Any,
             _RUNNERS[key] = StageRunner(cls, config, rules, 1)
         rows = _RUNNERS[key](rows)
     names = [cls.name for cls, _, _ in followers]
-    produces = {cls.name: list(cls.produces) for cls, _, _ in followers}
     if rows.num_rows == 0:  # nothing kept: the followers saw no rows
         return [{"shard": shard, "stage": n, "part": "", "rows": 0, "kept": 0, "rejects": "{}"} for n in names]
+    produces = {cls.name: list(cls.produces) for cls, _, _ in followers}
     return write_task(rows, out, names, produces).to_pylist()
+
+
+def _add(agg: dict, report: dict) -> None:
+    agg["rows"] += report["rows"]
+    agg["kept"] += report["kept"]
+    agg["rejects"].update(json.loads(report["rejects"]))
+    if report["part"]:
+        agg["parts"].append(report["part"])
 
 
 def _planned_items(spec: dict[str, Any]) -> int | None:
@@ -122,11 +140,11 @@ def run_ingest(stage: Any, store: RunStore, fps: dict[str, str], emit: Any, foll
         for shard, reports in by_shard.items():
             counts = {}
             for name in names:
-                r = reports.get(name) or {"rows": 0, "kept": 0, "rejects": "{}", "part": ""}
+                r = reports.get(name) or {"rows": 0, "kept": 0, "rejects": "{}", "part": "[]"}
                 rec_rejects = json.loads(r["rejects"])
                 extra = {"bytes": r["bytes"]} if name == stage.name else {}
                 store.write_done(name, shard, shard_record(fps[name], r["rows"], r["kept"], rec_rejects,
-                                                           [r["part"]] if r["part"] else [], **extra))
+                                                           json.loads(r["part"]), **extra))
                 counts[name] = {"in": r["rows"], "kept": r["kept"], "rejects": rec_rejects}
             n_done += 1
             rows += reports[stage.name]["rows"]

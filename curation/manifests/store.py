@@ -17,6 +17,8 @@ are inert (and are deleted before the shard is redone).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -94,6 +96,15 @@ class RunStore:
             pq.write_table(table, f, **parquet_options(table))
         return name
 
+    @contextmanager
+    def part_writer(self, stage: str, shard: str) -> Iterator[PartWriter]:
+        """A part written table by table as it is produced (one open file, whole or absent)."""
+        name = f"{uuid.uuid4().hex[:12]}.parquet"
+        with fs.atomic_output(fs.join(self.part_dir(stage, shard), name)) as f:
+            writer = PartWriter(name, f)
+            yield writer
+            writer.close()
+
     @staticmethod
     def read_parts(record: dict[str, Any], columns: list[str] | None = None) -> pa.Table:
         """The rows a completion record vouches for, sorted by id."""
@@ -108,6 +119,22 @@ class RunStore:
             return pa.table({})
         t = pa.concat_tables(tables, promote_options="default")
         return t.sort_by(ID) if ID in t.column_names and t.num_rows else t
+
+
+class PartWriter:
+    def __init__(self, name: str, sink: Any):
+        self.name, self.sink, self.writer = name, sink, None
+
+    def write(self, table: pa.Table) -> None:
+        opts = parquet_options(table)
+        row_group_size = opts.pop("row_group_size", None)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.sink, table.schema, **opts)
+        self.writer.write_table(table, row_group_size=row_group_size)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def parquet_options(table: pa.Table) -> dict[str, Any]:

@@ -9,6 +9,8 @@ networks and credentials are in io/listing.py, io/address_policy.py and the READ
 from __future__ import annotations
 
 import hashlib
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +37,7 @@ class IngestConfig(StageConfig):
     url_column: str = "url"
     caption_column: str = "caption"
     download_threads: int = 16
+    chunk_rows: int = 128  # a task holds this many rows' bytes at a time (and decodes them together)
     timeout_s: float = 10.0  # connect, and each read
     request_budget_s: float = 30.0  # one URL in all (attempts, redirects, every byte): then `timeout`
     retries: int = 2
@@ -89,17 +92,14 @@ class IngestStage(Stage):
                            addresses=AddressPolicy(tuple(str(n) for n in c.allow_networks)))
 
     def read_shard(self, spec: dict[str, Any]) -> pa.Table:
-        shard = spec["shard"]
-        if spec["kind"] == "files":
-            # "uris": plans written before listing recorded its rejects
-            listed = spec.get("items") or [[u, None, None] for u in spec["uris"]]
-            items = [self._read_file(*item) for item in listed]
-        elif spec["kind"] == "urls":
-            items = self._read_urls(spec)
-        else:
-            items = self._read_tar(spec["uri"], spec.get("path"))
-        rows: dict[str, list] = {c: [] for c in COLUMNS}
-        for i, (source, data, caption, reject, error) in enumerate(items):
+        """The whole shard as one table (the runner streams it in chunks instead)."""
+        return pa.concat_tables(list(self.iter_chunks(spec)))
+
+    def iter_chunks(self, spec: dict[str, Any], rows_per_chunk: int = 128) -> Iterator[pa.Table]:
+        """The shard's rows, `rows_per_chunk` at a time (at least one table, maybe empty), so a
+        task holds a chunk of images, not a shard of them."""
+        shard, rows, i = spec["shard"], _empty_rows(), 0
+        for source, data, caption, reject, error in self._iter_items(spec):
             rows[ID].append(f"{shard}-{i:06d}")
             rows[INPUT_SHARD].append(shard)
             rows["source"].append(source)
@@ -110,7 +110,21 @@ class IngestStage(Stage):
             rows[REJECT].append(reject)
             rows[REJECT_STAGE].append(self.name if reject else None)
             rows[ERROR].append(error)
-        return pa.table(rows, schema=schema_for(COLUMNS))
+            i += 1
+            if len(rows[ID]) >= rows_per_chunk:
+                yield pa.table(rows, schema=schema_for(COLUMNS))
+                rows = _empty_rows()
+        if rows[ID] or i == 0:
+            yield pa.table(rows, schema=schema_for(COLUMNS))
+
+    def _iter_items(self, spec: dict[str, Any]) -> Iterator[tuple]:
+        if spec["kind"] == "files":
+            # "uris": plans written before listing recorded its rejects
+            listed = spec.get("items") or [[u, None, None] for u in spec["uris"]]
+            return (self._read_file(*item) for item in listed)
+        if spec["kind"] == "urls":
+            return self._iter_urls(spec)
+        return self._iter_tar(spec["uri"], spec.get("path"))
 
     def _read_file(self, source: str, reject: str | None, read_path: str | None) -> tuple:
         if reject is not None:  # found while listing: no byte of it is read
@@ -128,24 +142,39 @@ class IngestStage(Stage):
             return source, None, None, "unreadable", str(exc)[:300]
         return source, data, None, reason, None
 
-    def _read_urls(self, spec: dict[str, Any]) -> list[tuple]:
+    def _iter_urls(self, spec: dict[str, Any]) -> Iterator[tuple]:
         table = read_url_table(spec["uri"], self.cfg.url_column, self.cfg.max_list_bytes, spec.get("path"))
         table = table.slice(spec["start"], spec["stop"] - spec["start"])
         urls = [str(u) if u is not None else "" for u in table.column(self.cfg.url_column).to_pylist()]
         caps = (table.column(self.cfg.caption_column).to_pylist()
                 if self.cfg.caption_column in table.column_names else [None] * len(urls))
-        policy = self.policy()
-        with new_session(policy, self.cfg.download_threads) as session, ThreadPoolExecutor(self.cfg.download_threads) as pool:
-            results = list(pool.map(lambda u: fetch(session, u, policy), urls))
-        # Userinfo (user:secret@) is used for the request and never stored: source is redacted.
-        return [(redact(u), data, None if c is None else str(c), reason, None)
-                for u, c, (data, reason) in zip(urls, caps, results)]
+        policy, threads = self.policy(), self.cfg.download_threads
+        # A window of downloads runs ahead of the row being yielded: the next chunk downloads while
+        # this one is decoded, and no more than the window is held in memory.
+        window = max(2 * threads, 128)
+        with new_session(policy, threads) as session, ThreadPoolExecutor(threads) as pool:
+            pending: deque = deque()
+            for k, url in enumerate(urls):
+                pending.append(pool.submit(fetch, session, url, policy))
+                if k >= window:
+                    yield self._url_row(urls, caps, k - window, pending.popleft().result())
+            first = len(urls) - len(pending)
+            for j, future in enumerate(pending):
+                yield self._url_row(urls, caps, first + j, future.result())
 
-    def _read_tar(self, uri: str, path: str | None = None) -> list[tuple]:
-        out = []
+    @staticmethod
+    def _url_row(urls: list[str], caps: list, k: int, result: tuple) -> tuple:
+        data, reason = result
+        # Userinfo (user:secret@) is used for the request and never stored: source is redacted.
+        return redact(urls[k]), data, None if caps[k] is None else str(caps[k]), reason, None
+
+    def _iter_tar(self, uri: str, path: str | None = None) -> Iterator[tuple]:
         for s in tars.iter_samples(uri, self.cfg.max_bytes, self.cfg.max_inflate_ratio, path):
             source = f"{uri}#{s.key}"
             data = tars.image_member(s) if s.reject is None else None
             reject = s.reject or (None if data is not None else "no_image_in_sample")
-            out.append((source, data, tars.caption_member(s), reject, s.error))
-        return out
+            yield source, data, tars.caption_member(s), reject, s.error
+
+
+def _empty_rows() -> dict[str, list]:
+    return {c: [] for c in COLUMNS}
