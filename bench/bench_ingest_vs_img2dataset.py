@@ -36,6 +36,7 @@ from ingest_corpus import build_corpus, serve, write_url_list
 SAMPLE_S = 0.25
 BASE_SRC: list[Path | None] = [None]
 RESIZE = 512
+BY_PROCESS = [False]
 I2D = "img2dataset==1.47.0"
 
 
@@ -45,6 +46,7 @@ class TreeSampler:
     def __init__(self, pid: int):
         self.root = psutil.Process(pid)
         self.cpu: dict[int, float] = {}
+        self.names: dict[int, str] = {}
         self.peak_pss = 0
 
     def sample(self) -> None:
@@ -57,6 +59,8 @@ class TreeSampler:
             try:
                 t = p.cpu_times()
                 self.cpu[p.pid] = t.user + t.system
+                if p.pid not in self.names:
+                    self.names[p.pid] = p.name()
                 pss += p.memory_full_info().pss
             except psutil.Error:
                 continue
@@ -66,9 +70,16 @@ class TreeSampler:
     def cpu_seconds(self) -> float:
         return sum(self.cpu.values())
 
+    def by_name(self) -> dict[str, float]:
+        """CPU seconds by process name (Ray renames a worker to the task it runs: first name kept)."""
+        out: dict[str, float] = {}
+        for pid, c in self.cpu.items():
+            out[self.names.get(pid, "?")] = out.get(self.names.get(pid, "?"), 0.0) + c
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
 
 def run_tool(cmd: list[str], env: dict[str, str], limit_s: float) -> tuple[float, float, int]:
-    """(wall s, CPU s of the tree, peak PSS bytes)."""
+    """(wall s, CPU s of the tree, peak PSS bytes); with --by-process, CPU by process name too."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     sampler = TreeSampler(proc.pid)
@@ -84,6 +95,9 @@ def run_tool(cmd: list[str], env: dict[str, str], limit_s: float) -> tuple[float
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}")
+    if BY_PROCESS[0]:
+        top = list(sampler.by_name().items())[:8]
+        print("    CPU by process: " + ", ".join(f"{k} {v:.1f}" for k, v in top))
     return wall, sampler.cpu_seconds, sampler.peak_pss
 
 
@@ -139,10 +153,12 @@ def main() -> None:
                     help="img2dataset, curate, curate-base (with --base-src); a -resize suffix runs "
                          "img2dataset --resize_mode keep_ratio / curate shard.resize")
     ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--by-process", action="store_true", help="print each run's CPU by process name")
     ap.add_argument("--base-src", type=Path, help="a checkout of an earlier version, run as tool 'curate-base' "
                                                   "(e.g. git worktree add /tmp/base <commit>)")
     args = ap.parse_args()
     BASE_SRC[:] = [args.base_src]
+    BY_PROCESS[:] = [args.by_process]
     args.scratch.mkdir(parents=True, exist_ok=True)
     corpus = build_corpus(args.scratch / f"corpus-{args.photos}", args.photos)
     sizes = [p.stat().st_size for p in corpus]
