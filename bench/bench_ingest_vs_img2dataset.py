@@ -46,7 +46,7 @@ class TreeSampler:
     def __init__(self, pid: int):
         self.root = psutil.Process(pid)
         self.cpu: dict[int, float] = {}
-        self.names: dict[int, str] = {}
+        self.by_title: dict[str, float] = {}  # CPU by process title when it was spent (Ray retitles workers)
         self.peak_pss = 0
 
     def sample(self) -> None:
@@ -58,9 +58,12 @@ class TreeSampler:
         for p in procs:
             try:
                 t = p.cpu_times()
-                self.cpu[p.pid] = t.user + t.system
-                if p.pid not in self.names:
-                    self.names[p.pid] = p.name()
+                now = t.user + t.system
+                if BY_PROCESS[0]:
+                    title = "driver" if p.pid == self.root.pid else \
+                        (p.cmdline() or [p.name()])[0].split("/")[-1][:40]
+                    self.by_title[title] = self.by_title.get(title, 0.0) + now - self.cpu.get(p.pid, 0.0)
+                self.cpu[p.pid] = now
                 pss += p.memory_full_info().pss
             except psutil.Error:
                 continue
@@ -71,11 +74,7 @@ class TreeSampler:
         return sum(self.cpu.values())
 
     def by_name(self) -> dict[str, float]:
-        """CPU seconds by process name (Ray renames a worker to the task it runs: first name kept)."""
-        out: dict[str, float] = {}
-        for pid, c in self.cpu.items():
-            out[self.names.get(pid, "?")] = out.get(self.names.get(pid, "?"), 0.0) + c
-        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+        return dict(sorted(self.by_title.items(), key=lambda kv: -kv[1]))
 
 
 def run_tool(cmd: list[str], env: dict[str, str], limit_s: float) -> tuple[float, float, int]:

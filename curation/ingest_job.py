@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -96,6 +97,31 @@ def _run_followers(table: pa.Table, shard: str, out: str, config: Any,
     return write_task(rows, out, names, produces).to_pylist()
 
 
+def _ingest_one(spec_json: str, out: str, stage: Any, followers: list) -> pa.Table:
+    return ingest_task(pa.table({"spec": [spec_json]}), out, stage, followers)
+
+
+def _shard_tasks(pending: list[dict], out: str, stage: Any, followers: list) -> Iterator[pa.Table]:
+    """One plain Ray task per shard, a bounded number in flight, reports in completion order.
+
+    Plain tasks, not a Ray Data job: each shard is one independent task with nothing to stream
+    between operators, and Ray Data's executor loop cost the driver more CPU than the whole of
+    ingest's own bookkeeping (docs/benchmarks.md). Ray still places, retries (3 times, as for
+    Ray Data tasks) and spreads them over a cluster."""
+    import ray
+
+    cpus = stage.effective_resources().num_cpus or 1.0
+    remote = ray.remote(num_cpus=cpus, max_retries=3)(_ingest_one)
+    stage_ref = ray.put(stage)
+    limit = max(2, int(2 * ray.cluster_resources().get("CPU", 2) / cpus))
+    queue, inflight = list(pending), []
+    while queue or inflight:
+        while queue and len(inflight) < limit:
+            inflight.append(remote.remote(json.dumps(queue.pop(0)), out, stage_ref, followers))
+        ready, inflight = ray.wait(inflight, num_returns=1)
+        yield ray.get(ready[0])
+
+
 def _add(agg: dict, report: dict) -> None:
     agg["rows"] += report["rows"]
     agg["kept"] += report["kept"]
@@ -115,8 +141,6 @@ def _planned_items(spec: dict[str, Any]) -> int | None:
 
 def run_ingest(stage: Any, store: RunStore, fps: dict[str, str], emit: Any, followers: list[Stage],
                early_rules: Any) -> None:
-    import ray
-
     plan = load_plan(store)
     done = store.done_records(stage.name)
     pending = [s for s in plan if done.get(s["shard"], {}).get("fingerprint") != fps[stage.name]]
@@ -126,14 +150,10 @@ def run_ingest(stage: Any, store: RunStore, fps: dict[str, str], emit: Any, foll
     for spec in pending:
         for name in names:
             store.clear_shard(name, spec["shard"])
-    res = stage.effective_resources()
-    ds = ray.data.from_items([{"spec": json.dumps(s)} for s in pending], override_num_blocks=len(pending))
     members = [(type(f), None, early_rules(f)) for f in followers]
-    ds = ds.map_batches(ingest_task, batch_size=1, batch_format="pyarrow", num_cpus=res.num_cpus,
-                        fn_kwargs={"out": store.out, "stage": stage, "followers": members})
     t0, n_done, rows = time.perf_counter(), 0, 0
     emit({"event": "job_start", "stages": names, "total": len(pending), "rows": None})
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+    for batch in _shard_tasks(pending, store.out, stage, members):
         by_shard: dict[str, dict[str, dict]] = {}
         for r in batch.to_pylist():
             by_shard.setdefault(r["shard"], {})[r["stage"]] = r

@@ -63,9 +63,10 @@ class IngestStage(Stage):
                "missing_url", "invalid_url", "scheme_not_allowed", "blocked_address", "http_<status>", "timeout",
                "connection_error", "too_many_redirects", "empty_file", "s3_not_found", "s3_access_denied",
                "s3_error", "unsafe_member_name", "corrupt_tar", "decompression_bomb", "no_image_in_sample")
-    # Half a CPU: a URL shard waits on the network most of the time, so two tasks share a core
-    # (one downloading while the other decodes).
-    resources = Resources(num_cpus=0.5, batch_size=1)
+    # One CPU a task: a window of downloads runs ahead of the chunk being decoded inside each
+    # task, so the core stays busy without more worker processes (each costs ~3 CPU-s to start
+    # and ~300 MB to keep; docs/benchmarks.md).
+    resources = Resources(num_cpus=1.0, batch_size=1)
     Config = IngestConfig
     description = "image folders, URL lists (parquet/csv/jsonl) of http(s)/s3 URLs, WebDataset tars; local or s3://"
 

@@ -102,7 +102,7 @@ class ShardStage(Stage):
         t0 = time.perf_counter()
         if items:
             ds = ray.data.from_items(items, override_num_blocks=len(items))
-            ds = ds.map_batches(write_tar, batch_size=1, batch_format="pyarrow", num_cpus=0.5,
+            ds = ds.map_batches(write_tar, batch_size=1, batch_format="pyarrow", num_cpus=1.0,
                                 fn_kwargs={"out": store.out, "base": prev, "sources": sources,
                                            "meta_cols": meta_cols, "quality": self.cfg.jpeg_quality,
                                            "resize": self.cfg.resize,
