@@ -8,7 +8,7 @@ Resampling pulls centroids away from dense regions, which is what makes the clus
 balanced enough to sample from uniformly.
 
 Scale-conscious choices (the paper runs this on 128 GPUs; here it must also fit 1M x 512 on 2
-cores): k-means++ seeds from a subsample of `init_points_per_centroid * k` points, Lloyd runs on a
+cores): greedy k-means++ seeds from a subsample of `init_points_per_centroid * k` points, Lloyd runs on a
 subsample of `fit_points_per_centroid * k` points (faiss' own practice, 256 per centroid), and
 only the assignment touches every point, a chunk at a time.
 """
