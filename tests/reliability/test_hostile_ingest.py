@@ -217,7 +217,7 @@ def test_following_links_stays_inside_the_input(tmp_path):
     assert reasons[b"inside-link.jpg"] is None  # read, from inside the root
     rows = [r for s in specs if s["kind"] == "files" for r in stage.read_shard(s).to_pylist()]
     assert not any(r["image"] and SECRET in r["image"] for r in rows)
-    assert len(items) == len(set(src for src, _, _ in items)) < 60  # no 40-level descent, no repeats
+    assert len(items) == len({src for src, _, _ in items}) < 60  # no 40-level descent, no repeats
 
 
 def test_a_sparse_file_is_refused_without_reading_it(tmp_path):
