@@ -65,10 +65,10 @@ def _init() -> None:
 def build_corpus(folder: Path, n: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:06d}.jpg" for i in range(n)]
-    todo = [(i, str(p)) for i, p in enumerate(paths) if not p.exists()]
-    if todo:
+    missing = [(i, str(p)) for i, p in enumerate(paths) if not p.exists()]
+    if missing:
         with multiprocessing.get_context("spawn").Pool(os.cpu_count() or 2, initializer=_init) as pool:
-            pool.map(_make, todo, chunksize=16)
+            pool.map(_make, missing, chunksize=16)
     return paths
 
 

@@ -166,14 +166,14 @@ def _headers(url: str, policy: FetchPolicy) -> dict[str, str]:
 
 def _caused_by(exc: BaseException, *types: type) -> bool:
     seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
+    stack: list[BaseException | None] = [exc]  # the exception, its causes, contexts and wrapped reasons
+    while stack:
+        e = stack.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
         if isinstance(e, types):
             return True
-        todo += [e.__cause__, e.__context__, getattr(e, "reason", None),
+        stack += [e.__cause__, e.__context__, getattr(e, "reason", None),
                  *[a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]]
     return False
