@@ -44,7 +44,7 @@ def main() -> None:
     from curation.config import load_config
     from curation.imaging import probe
     from curation.io.http import fetch, new_session
-    from curation.manifests.store import parquet_options
+    from curation.runner.store import parquet_options
     from curation.manifests.tar_writer import sample_tar
     from curation.stages.decode import DecodeStage
     from curation.stages.ingest import IngestStage

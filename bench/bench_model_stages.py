@@ -87,7 +87,7 @@ STARTUP = """
 import sys, time
 c0 = time.process_time()
 from curation.config import load_config
-from curation.stage_chain import FusedStageRunner
+from curation.runner.fusion import FusedStageRunner
 from curation.stages.registry import get_stage
 cfg = load_config(None, sys.argv[2:])
 FusedStageRunner([(get_stage(n), [], 16) for n in sys.argv[1].split("+")], cfg, 1)
@@ -112,8 +112,8 @@ from proc_tree import TreeCPU
 def actor_pools(cfg, cores: int) -> dict[str, tuple[list[str], int]]:
     """The runner's actor pools for the per-image job on a `cores`-CPU local Ray (none started):
     pool name -> (model stages it loads, actors)."""
-    from curation import ray_runtime
-    from curation.stage_chain import StageGroup, fusable_groups
+    from curation.runner import placement as ray_runtime
+    from curation.runner.fusion import StageGroup, fusable_groups
     from curation.stages.registry import get_stage
 
     saved = ray_runtime.cluster_totals
@@ -133,7 +133,7 @@ def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int,
             implied: float, results: dict, cores: int) -> dict:
     """Run the per-image DAG through `run_pipeline` and print how close it came to `implied`."""
     from curation.config import load_config
-    from curation.pipeline import run_pipeline
+    from curation.runner.pipeline import run_pipeline
 
     cfg = load_config(None, overrides)
     print(f"\n## pipeline, {label} ({overrides[-1]})")

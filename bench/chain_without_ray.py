@@ -27,7 +27,7 @@ DAG = ["decode", "detect", "headpose", "embed", "quality", "text", "filter"]
 
 def worker(rows_path: str, go: str, overrides: list[str]) -> None:
     from curation.config import load_config
-    from curation.stage_chain import FusedStageRunner, StageGroup
+    from curation.runner.fusion import FusedStageRunner, StageGroup
     from curation.stages.registry import get_stage
 
     cfg = load_config(None, overrides)

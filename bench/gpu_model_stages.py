@@ -134,7 +134,7 @@ def implied_rate(rates: dict[str, dict], gpus: int, cores: int) -> float:
 def run_dag(crawl: Path, copies: int, rows: int, tmp: Path) -> dict:
     """The per-image DAG through run_pipeline on `copies` copies of the crawl: the map job's rate."""
     from curation.config import load_config
-    from curation.pipeline import run_pipeline
+    from curation.runner.pipeline import run_pipeline
 
     big = tmp / "crawl-copies"
     for k in range(copies):  # same images, distinct names

@@ -82,8 +82,8 @@ def run_cmd(
                                                                    "output; only affected stages re-run."),
 ) -> None:
     """Run the whole DAG, or one stage, and print the funnel."""
-    from curation.pipeline import run_pipeline
-    from curation.progress import LiveProgress, progress_for
+    from curation.runner.pipeline import run_pipeline
+    from curation.progress.live import LiveProgress, progress_for
 
     cfg = load_config(config, set_)
     if address:
@@ -133,7 +133,7 @@ def _print_ingest_line(summary: dict) -> None:
 
 
 def _print_funnel(summary: dict) -> None:
-    from curation.status_view import status_table
+    from curation.progress.status_view import status_table
 
     out.print(status_table(summary))
 
@@ -142,7 +142,7 @@ def _print_funnel(summary: dict) -> None:
 def status_cmd(run_dir: str = typer.Argument(..., help="A run folder."),
                as_json: bool = typer.Option(False, "--json", help="The ledger as JSON, for scripts.")) -> None:
     """Per stage: shards done/total, kept, rejects by reason, throughput."""
-    from curation.status_view import run_summary
+    from curation.progress.status_view import run_summary
 
     summary = run_summary(run_dir)
     if as_json:

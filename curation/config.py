@@ -57,7 +57,7 @@ class RunConfig:
     # builds from them, so this bounds a worker's peak once blocks are full (docs/benchmarks.md).
     max_block_mb: int | None = None
     early_filter: bool = True  # apply thresholds right after the stage whose columns they read
-    fuse_cpu_stages: bool = True  # consecutive CPU map stages share one actor pool (curation/stage_chain.py)
+    fuse_cpu_stages: bool = True  # consecutive CPU map stages share one actor pool (curation/runner/fusion.py)
     seed: int = 0
     # Environment of every Ray worker (runtime_env env_vars); a variable already set in the
     # driver's environment keeps that value. The default tunes the allocators: see WORKER_ENV.
@@ -221,7 +221,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def validate_filters(filters: dict[str, float | None]) -> None:
-    from curation.filters import rule_target
+    from curation.stages.filters import rule_target
     from curation.schema import COLUMNS
 
     numeric = [c for c, t in COLUMNS.items() if _is_numeric(t)]

@@ -11,7 +11,7 @@ import pytest
 from run_helpers import ALLOW_LOOPBACK, base_overrides
 from curation.config import load_config
 from curation.io.tars import unsafe_name
-from curation.pipeline import run_pipeline
+from curation.runner.pipeline import run_pipeline
 from curation.stages.ingest import IngestStage
 from loopback_http import LoopbackServer
 

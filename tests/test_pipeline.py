@@ -9,7 +9,7 @@ from run_helpers import base_overrides
 from curation.config import ConfigError, load_config
 from curation.io import fs
 from curation.manifests.manifest import verify_manifest
-from curation.pipeline import run_pipeline
+from curation.runner.pipeline import run_pipeline
 
 pytestmark = pytest.mark.timeout(300)
 

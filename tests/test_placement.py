@@ -3,7 +3,7 @@ runner's load and write tasks (a whole-CPU decode beside five actor pools hung R
 
 import pytest
 
-from curation import ray_runtime
+from curation.runner import placement as ray_runtime
 from curation.config import load_config
 from curation.stages.registry import get_stage
 
@@ -105,7 +105,7 @@ def _jpeg_rows(n: int):
 ])
 def test_the_runner_sheds_image_bytes_after_their_last_reader(dag, kept):
     # The writer stores only the job's own columns; the bytes would only ride the object store.
-    from curation.stage_runner import StageRunner
+    from curation.runner.stage_runner import StageRunner
 
     cfg = load_config(None, [dag, "decode.min_side=1"])
     out = StageRunner(get_stage("decode"), cfg, [], 1)(_jpeg_rows(3))
@@ -117,7 +117,7 @@ GPU_STAGES = ("detect", "headpose", "embed", "text")
 
 
 def test_a_stage_given_num_gpus_asks_ray_for_it_at_its_gpu_batch(monkeypatch):
-    from curation.stage_chain import fusable_groups
+    from curation.runner.fusion import fusable_groups
 
     monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (96.0, 8.0))
     cfg = load_config(None, ["text.num_gpus=0.5"])
@@ -134,7 +134,7 @@ def test_a_stage_given_num_gpus_asks_ray_for_it_at_its_gpu_batch(monkeypatch):
 def test_the_cpu_fallback_is_explicit(monkeypatch, gpus):
     """No GPU in the cluster, or `num_gpus: 0` for a stage: that stage asks Ray for none, runs in
     the CPU chain at its CPU batch size (and, in the actor, on the CPU: test below)."""
-    from curation.stage_chain import StageGroup, fusable_groups
+    from curation.runner.fusion import StageGroup, fusable_groups
 
     monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (16.0, gpus))
     cfg = load_config(None, [f"{n}.num_gpus=0" for n in GPU_STAGES] if gpus else [])

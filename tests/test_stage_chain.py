@@ -1,4 +1,4 @@
-"""Fused CPU stages (curation/stage_chain.py): which stages share an actor, how place() sizes the
+"""Fused CPU stages (curation/runner/fusion.py): which stages share an actor, how place() sizes the
 chain, and that a chain gives exactly what its stages give one after the other."""
 
 import io
@@ -7,11 +7,11 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from curation import ray_runtime
+from curation.runner import placement as ray_runtime
 from curation.config import load_config
-from curation.filters import parse_rules
-from curation.stage_chain import FusedStageRunner, StageGroup, fusable_groups
-from curation.stage_runner import StageRunner
+from curation.stages.filters import parse_rules
+from curation.runner.fusion import FusedStageRunner, StageGroup, fusable_groups
+from curation.runner.stage_runner import StageRunner
 from curation.stages.registry import get_stage
 
 pytestmark = pytest.mark.timeout(300)
@@ -113,8 +113,8 @@ def test_the_loader_is_never_fused_into_the_chain(ray_local, tmp_path):
     # the chain's batch size of rows: one actor got every shard and the other idled.
     from ray.data import ActorPoolStrategy
 
-    from curation.manifests.store import RunStore
-    from curation.stage_jobs import LOAD_ARGS, loaded_rows
+    from curation.runner.store import RunStore
+    from curation.runner.jobs import LOAD_ARGS, loaded_rows
 
     class CountRows:  # defined here: cloudpickle ships a local class by value to the workers
         def __init__(self, config):  # constructor args, as the chain has: the case that fused

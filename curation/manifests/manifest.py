@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from curation import __version__
 from curation.io import fs
-from curation.manifests.store import RunStore
+from curation.runner.store import RunStore
 from curation.manifests.tar_writer import sample_tar
 
 
@@ -44,7 +44,7 @@ def write_tar(batch: pa.Table, out: str, base: str, sources: dict[str, list[str]
     """Ray task: write one output tar from its slices of input shards, streamed to its final URI
     (memory: one input shard's rows plus one sample, whatever the tar's size)."""
     from curation.imaging import normalized_jpeg
-    from curation.segment_io import load_rows
+    from curation.runner.segments import load_rows
 
     item = batch.to_pylist()[0]
     slices, records = json.loads(item["slices"]), json.loads(item["records"])
@@ -72,7 +72,7 @@ def write_tar(batch: pa.Table, out: str, base: str, sources: dict[str, list[str]
 
 def write_manifest(store: RunStore, entries: list[dict[str, Any]], cfg: Any, fingerprint: str,
                    stage_names: list[str]) -> dict[str, Any]:
-    from curation.manifests.ledger import summarize
+    from curation.runner.ledger import summarize
     from curation.models.weights import weights_record
 
     ledger = summarize(store, stage_names)

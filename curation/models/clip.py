@@ -48,7 +48,7 @@ def embed_dim(model: str) -> int:
 
 
 # Full models built in this process, by (model, pretrained, path, device, seed). When `embed` and
-# `quality` share an actor (curation/stage_chain.py) and quality's prompt embeddings are not cached
+# `quality` share an actor (curation/runner/fusion.py) and quality's prompt embeddings are not cached
 # yet (models/realism.py), quality encodes its prompts with embed's model instead of building a
 # second CLIP: ~2-3 CPU-s and ~600 MB less per actor (ViT-B-32).
 # Weak values: a model lives only as long as the stage that built it.

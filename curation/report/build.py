@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from curation import __version__
-from curation.filters import rule_target
+from curation.stages.filters import rule_target
 from curation.io import fs
 from curation.report import galleries as gal
 from curation.report import html as page_html

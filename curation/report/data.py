@@ -19,9 +19,9 @@ from curation.arrowutil import align, set_column
 from curation.config import ConfigError
 from curation.io import fs
 from curation.io.inputs import InputError
-from curation.manifests.ledger import summarize
-from curation.manifests.store import RunStore
-from curation.run_folder import load_plan
+from curation.runner.ledger import summarize
+from curation.runner.store import RunStore
+from curation.runner.run_folder import load_plan
 from curation.schema import ID, INPUT_SHARD, REJECT, REJECT_STAGE
 
 # The per-row columns the report plots or groups by; image bytes are read later, only for thumbnails.

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from curation.filters import apply_rules, parse_rules
+from curation.stages.filters import apply_rules, parse_rules
 from curation.schema import REJECT
 from curation.stages.base import Resources, Stage
 from curation.stages.registry import register_stage

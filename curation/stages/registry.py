@@ -8,7 +8,7 @@ import pkgutil
 from curation.stages.base import Stage
 
 _STAGES: dict[str, type[Stage]] = {}
-_NOT_STAGE_MODULES = {"base", "registry"}
+_NOT_STAGE_MODULES = {"base", "registry", "filters", "dag"}
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:

@@ -15,8 +15,8 @@ from typing import Any
 from curation.config import StageConfig
 from curation.io import fs
 from curation.manifests.manifest import sample_metadata, write_manifest, write_tar
-from curation.manifests.store import RunStore
-from curation.run_folder import load_plan
+from curation.runner.store import RunStore
+from curation.runner.run_folder import load_plan
 from curation.stages.base import Resources, Stage
 from curation.stages.registry import all_stages, register_stage
 
@@ -75,8 +75,8 @@ class ShardStage(Stage):
     def run_write(self, store: RunStore, prev: str, fingerprint: str, emit: Any) -> None:
         import ray
 
-        from curation.pipeline import dag_names
-        from curation.stage_jobs import job_items, sources_of
+        from curation.runner.pipeline import dag_names
+        from curation.runner.jobs import job_items, sources_of
 
         names = dag_names(self.config)
         before = names[: names.index(self.name)]

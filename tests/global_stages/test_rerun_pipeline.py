@@ -11,8 +11,8 @@ import shutil
 import pytest
 
 from curation.config import ConfigError, load_config
-from curation.manifests.store import RunStore
-from curation.pipeline import run_pipeline
+from curation.runner.store import RunStore
+from curation.runner.pipeline import run_pipeline
 from curation.stages import cluster as cluster_module
 from curation.stages.phash import PhashStage
 

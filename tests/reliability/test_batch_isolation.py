@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from curation.config import load_config
-from curation.stage_runner import StageRunner
+from curation.runner.stage_runner import StageRunner
 from curation.stages.base import Stage
 
 pytestmark = pytest.mark.timeout(60)

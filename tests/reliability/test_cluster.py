@@ -11,7 +11,7 @@ import pytest
 from run_helpers import base_overrides
 
 from curation.config import load_config
-from curation.pipeline import run_pipeline
+from curation.runner.pipeline import run_pipeline
 
 from .procs import TwoNodeCluster, busy_sessions, env, run_args
 from .samples import read_samples

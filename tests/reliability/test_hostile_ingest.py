@@ -21,7 +21,7 @@ from run_helpers import base_overrides
 from curation.config import load_config
 from curation.io import names
 from curation.io.address_policy import AddressPolicy, BlockedAddress
-from curation.pipeline import run_pipeline
+from curation.runner.pipeline import run_pipeline
 from curation.stages.ingest import IngestStage
 
 pytestmark = pytest.mark.timeout(240)

@@ -13,13 +13,13 @@ import pytest
 from run_helpers import base_overrides
 
 from curation.manifests.manifest import verify_manifest
-from curation.run_lock import RunLocked, run_lock
+from curation.runner.lock import RunLocked, run_lock
 
 from .procs import curate, env, run_args
 
 pytestmark = pytest.mark.timeout(300)
 
-HOLD = "import sys\nfrom curation.run_lock import run_lock\nwith run_lock(sys.argv[1]):\n" \
+HOLD = "import sys\nfrom curation.runner.lock import run_lock\nwith run_lock(sys.argv[1]):\n" \
        "    print('held', flush=True)\n    sys.stdin.read()\n"
 
 

@@ -16,8 +16,8 @@ from run_helpers import base_overrides
 
 from curation.config import load_config
 from curation.io import fs
-from curation.pipeline import run_pipeline
-from curation.run_lock import RunLocked, run_lock
+from curation.runner.pipeline import run_pipeline
+from curation.runner.lock import RunLocked, run_lock
 
 from .procs import curate, run_args
 from .samples import read_samples
@@ -82,7 +82,7 @@ def test_run_reads_and_writes_s3_and_matches_a_local_run(ray_local, s3, sample_c
 
 
 def test_s3_lease_refuses_a_second_holder_and_expires(s3, monkeypatch):
-    from curation import run_lock as lock_mod
+    from curation.runner import lock as lock_mod
 
     out = "s3://out/leased"
     with run_lock(out):

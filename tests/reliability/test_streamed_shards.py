@@ -79,7 +79,7 @@ def test_ray_workers_get_the_allocator_settings():
     script = textwrap.dedent("""
         import json, os
         from curation.config import load_config
-        from curation.ray_runtime import actor_remote_args, ray_session
+        from curation.runner.placement import actor_remote_args, ray_session
 
         cfg = load_config(None, [])
         os.environ["CURATE_PROBE"] = "user"  # the user's own setting wins over the config's

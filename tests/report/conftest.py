@@ -22,7 +22,7 @@ def report_run(ray_local, sample_crawl, tmp_path_factory):
     from pathlib import Path
 
     from curation.config import load_config
-    from curation.pipeline import run_pipeline
+    from curation.runner.pipeline import run_pipeline
     from curation.report.build import build_report
 
     crawl, _ = sample_crawl

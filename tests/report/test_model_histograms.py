@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from stages.media import jpeg, load_photos  # the real photos the model-stage tests use
 
-from curation.manifests.store import RunStore
+from curation.runner.store import RunStore
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # ~40-60 s on 2 cores: three model start-ups
 
@@ -50,7 +50,7 @@ class Figures(HTMLParser):
 @pytest.fixture(scope="module")
 def model_run(ray_local, tmp_path_factory):
     from curation.config import load_config
-    from curation.pipeline import run_pipeline
+    from curation.runner.pipeline import run_pipeline
     from curation.report.build import build_report
 
     photos = load_photos()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from curation.manifests.store import RunStore
+from curation.runner.store import RunStore
 
 pytestmark = pytest.mark.timeout(300)
 

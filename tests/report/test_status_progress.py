@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from rich.console import Console
 
-from curation.progress import LineProgress, LiveProgress, progress_for
+from curation.progress.live import LineProgress, LiveProgress, progress_for
 
 pytestmark = pytest.mark.timeout(300)
 

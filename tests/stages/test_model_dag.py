@@ -8,8 +8,8 @@ import json
 import pytest
 
 from curation.config import ConfigError, load_config
-from curation.manifests.store import RunStore
-from curation.pipeline import run_pipeline
+from curation.runner.store import RunStore
+from curation.runner.pipeline import run_pipeline
 from curation.schema import ID, REJECT
 
 from .media import jpeg

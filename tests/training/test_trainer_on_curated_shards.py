@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from curation.config import load_config
-from curation.pipeline import run_pipeline
+from curation.runner.pipeline import run_pipeline
 
 pytestmark = pytest.mark.timeout(300)
 

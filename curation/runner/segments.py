@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.arrowutil import align
-from curation.manifests.store import RunStore
+from curation.runner.store import RunStore
 from curation.schema import ERROR, ID, INPUT_SHARD, REJECT, REJECT_STAGE
 
 

@@ -6,12 +6,12 @@ from typing import Any
 
 from rich.table import Table
 
-from curation.progress import fmt_rate, fmt_rejects
+from curation.progress.live import fmt_rate, fmt_rejects
 
 
 def run_summary(run_dir: str) -> dict[str, Any]:
     """The ledger of a run folder, summed afresh from its completion records (what `--json` prints)."""
-    from curation.manifests.ledger import summarize
+    from curation.runner.ledger import summarize
     from curation.report.data import open_run, run_stages
 
     store, config, _ = open_run(run_dir)

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from curation.config import Config
-from curation.stage_runner import StageRunner
+from curation.runner.stage_runner import StageRunner
 from curation.stages.base import Resources, Stage
 
 

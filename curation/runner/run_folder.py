@@ -10,7 +10,7 @@ import yaml
 from curation import __version__
 from curation.config import Config, ConfigError
 from curation.io import fs
-from curation.manifests.store import RunStore
+from curation.runner.store import RunStore
 from curation.models.weights import random_weight_stages
 
 

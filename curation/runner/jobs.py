@@ -14,9 +14,9 @@ from typing import Any
 
 from curation.config import Config, ConfigError
 from curation.io import fs
-from curation.manifests.store import RunStore
-from curation.run_folder import check_upstream_complete, load_plan
-from curation.segment_io import load_task, write_task
+from curation.runner.store import RunStore
+from curation.runner.run_folder import check_upstream_complete, load_plan
+from curation.runner.segments import load_task, write_task
 from curation.stages.base import Stage
 from curation.stages.registry import all_stages, producer_of
 

@@ -20,11 +20,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.manifests.store import RunStore
-from curation.run_folder import load_plan
+from curation.runner.store import RunStore
+from curation.runner.run_folder import load_plan
 from curation.schema import REJECT
-from curation.segment_io import write_task
-from curation.stage_jobs import shard_record
+from curation.runner.segments import write_task
+from curation.runner.jobs import shard_record
 from curation.stages.base import Stage
 
 _RUNNERS: dict[tuple, Any] = {}
@@ -81,7 +81,7 @@ def ingest_task(batch: Any, out: str, stage: Any, followers: list[tuple[type, An
 
 def _run_followers(table: pa.Table, shard: str, out: str, config: Any,
                    followers: list[tuple[type, Any, list]]) -> list[dict]:
-    from curation.stage_runner import StageRunner
+    from curation.runner.stage_runner import StageRunner
 
     kept = table.filter(pc.is_null(table.column(REJECT))).drop_columns([REJECT])
     rows = kept.select([c for c in kept.column_names if c not in ("reject_stage", "error")])

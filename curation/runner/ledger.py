@@ -11,12 +11,12 @@ from collections import Counter
 from typing import Any
 
 from curation.io import fs
-from curation.manifests.store import RunStore
+from curation.runner.store import RunStore
 
 
 def summarize(store: RunStore, stages: list[str]) -> dict[str, Any]:
     per_stage: dict[str, Any] = {}
-    from curation.run_folder import load_plan
+    from curation.runner.run_folder import load_plan
 
     total_shards = len(load_plan(store))
     all_rejects: Counter[str] = Counter()

@@ -7,7 +7,7 @@ Ray Data job: load kept rows of each pending input shard -> map_batches per stag
 for stateful stages, tasks otherwise, resources from `ray_runtime.place`) -> write parts per
 stage. The driver streams the writers' reports and writes a completion record for a shard as
 soon as all its rows are in, so a crash loses only unfinished shards. Global stages see all kept
-rows at once (curation/stage_jobs.py, with the driver loop both kinds of job share). `shard`
+rows at once (curation/runner/jobs.py, with the driver loop both kinds of job share). `shard`
 writes the final tars.
 
 A stage's fingerprint hashes its config sections and its predecessor's fingerprint: changing
@@ -27,15 +27,15 @@ import pyarrow as pa
 
 from curation import __version__
 from curation.config import Config, ConfigError
-from curation.filters import parse_rules
-from curation.manifests.ledger import write_ledger
-from curation.manifests.store import RunStore
+from curation.stages.filters import parse_rules
+from curation.runner.ledger import write_ledger
+from curation.runner.store import RunStore
 from curation.models.weights import resolve
-from curation.run_folder import check_upstream_complete, init_run_folder, load_plan
-from curation.run_lock import run_lock
-from curation.segment_io import write_task
-from curation.stage_chain import FusedStageRunner, StageGroup, fusable_groups
-from curation.stage_jobs import (
+from curation.runner.run_folder import check_upstream_complete, init_run_folder, load_plan
+from curation.runner.lock import run_lock
+from curation.runner.segments import write_task
+from curation.runner.fusion import FusedStageRunner, StageGroup, fusable_groups
+from curation.runner.jobs import (
     GlobalContext,
     collect,
     job_items,
@@ -44,7 +44,7 @@ from curation.stage_jobs import (
     shard_record,
     sources_of,
 )
-from curation.stage_runner import StageRunner
+from curation.runner.stage_runner import StageRunner
 from curation.stages.base import Stage
 from curation.stages.registry import all_stages, get_stage, producer_of
 
@@ -68,7 +68,7 @@ def fingerprints(cfg: Config, names: list[str]) -> dict[str, str]:
 
 def run_pipeline(cfg: Config, input_uri: str, output_uri: str, stage: str | None = None,
                  reconfigure: bool = False, on_event: Event | None = None) -> dict[str, Any]:
-    from curation.ray_runtime import ray_session
+    from curation.runner.placement import ray_session
 
     names = dag_names(cfg)
     selected = [stage] if stage else names
@@ -94,7 +94,7 @@ def run_pipeline(cfg: Config, input_uri: str, output_uri: str, stage: str | None
                 s = stages[i]
                 prev = names[names.index(s.name) - 1] if names.index(s.name) else None
                 if s.kind == "read":
-                    from curation.ingest_job import followers_of, run_ingest
+                    from curation.runner.ingest_job import followers_of, run_ingest
 
                     # decode (and filter, when it is next) run inside ingest's tasks; the map
                     # segments below then find those shards done and redo only what is not.
@@ -153,7 +153,7 @@ def run_map_job(stages: list[Stage], base: str, shards: list[str], store: RunSto
                 fps: dict[str, str], emit: Event, names: list[str]) -> None:
     from ray.data import ActorPoolStrategy
 
-    from curation.ray_runtime import actor_remote_args, cluster_totals, place
+    from curation.runner.placement import actor_remote_args, cluster_totals, place
 
     for shard in shards:
         for s in stages:

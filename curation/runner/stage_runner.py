@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from curation.arrowutil import null_column, set_column, to_array
 from curation.config import Config
-from curation.filters import FilterRule, apply_rules
+from curation.stages.filters import FilterRule, apply_rules
 from curation.schema import ERROR, REJECT, REJECT_STAGE
 
 log = logging.getLogger(__name__)

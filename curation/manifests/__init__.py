@@ -1,0 +1,1 @@
+"""Output formats: WebDataset tars and the manifest that lists them."""

@@ -1,0 +1,1 @@
+"""What the user sees while a run goes and after: the live display and `curate status`."""
