@@ -140,7 +140,8 @@ def test_rope_is_the_released_rotate_half_in_the_released_dtype(dtype):
 def test_fused_cpu_kernels_match_the_plain_ops(kv_heads, pairing):
     """The hand-fused CPU autograd functions (RMSNorm, QK-norm + RoPE, SwiGLU) and SDPA's GQA path
     give the plain-op results and gradients, with and without MAE's per-image `keep` rotations."""
-    from curation.training.layers import Block, fused_cpu_kernels
+    from curation.training.kernels import fused_cpu_kernels
+    from curation.training.layers import Block
 
     torch.manual_seed(0)
     blk = Block(64, 4, kv_heads, layer_scale_ffn=True, rope_pairing=pairing)
@@ -168,7 +169,8 @@ def test_fused_cpu_kernels_match_the_plain_ops(kv_heads, pairing):
 def test_swiglu_split_projection_matches_the_fused_linear():
     """`SwiGLUProjFn` (gate and value GEMMs into separate buffers) equals `w12` + SwiGLU, with and
     without bias, and when only some inputs want gradients (frozen input, frozen weights)."""
-    from curation.training.layers import SwiGLUFFN, fused_cpu_kernels
+    from curation.training.kernels import fused_cpu_kernels
+    from curation.training.layers import SwiGLUFFN
 
     torch.manual_seed(0)
     for bias in (True, False):

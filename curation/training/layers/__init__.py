@@ -1,10 +1,15 @@
-"""Transformer building blocks, one per file (dinov2 `layers/` style)."""
+"""Transformer building blocks in plain torch ops, one per file (dinov2 `layers/` style).
+
+Where the hand-fused CPU kernels apply (training/kernels/), a layer hands them its arithmetic;
+the maths here is the reference they are tested against.
+"""
 
 from curation.training.layers.attention import Attention
 from curation.training.layers.block import Block
 from curation.training.layers.ffn import SwiGLUFFN
 from curation.training.layers.layer_scale import LayerScale
-from curation.training.layers.norm import RMSNorm, fused_cpu_kernels
+from curation.training.layers.linear import Linear
+from curation.training.layers.norm import RMSNorm
 from curation.training.layers.rope import PAIRINGS, ROPE_DTYPES, Rope2D, Rotation, apply_rope
 
 __all__ = [
@@ -13,10 +18,10 @@ __all__ = [
     "Attention",
     "Block",
     "LayerScale",
+    "Linear",
     "RMSNorm",
     "Rope2D",
     "Rotation",
     "SwiGLUFFN",
     "apply_rope",
-    "fused_cpu_kernels",
 ]

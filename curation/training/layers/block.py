@@ -40,7 +40,9 @@ class Block(nn.Module):
         self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
         self.norm2 = RMSNorm(dim, eps=1e-6)
         self.mlp = SwiGLUFFN(dim, int(dim * mlp_ratio))
-        self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init and layer_scale_ffn else nn.Identity()
+        self.ls2 = (
+            LayerScale(dim, layer_scale_init) if layer_scale_init and layer_scale_ffn else nn.Identity()
+        )
 
     def forward(self, x: Tensor, rope: Rotation | None = None) -> Tensor:
         x = _residual(x, self.attn(self.norm1(x), rope), self.ls1)  # [B, N, D]

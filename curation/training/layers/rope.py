@@ -79,13 +79,6 @@ class Rope2D(nn.Module):
         return Rotation(cos, sin)
 
 
-def rotate_(x1: Tensor, x2: Tensor, cos: Tensor, sin: Tensor) -> None:
-    """In place: (x1, x2) <- (x1 cos - x2 sin, x2 cos + x1 sin), the pairs' rotation by the angles."""
-    t = x1.clone()
-    x1.mul_(cos).addcmul_(x2, sin, value=-1.0)
-    x2.mul_(cos).addcmul_(t, sin)
-
-
 def apply_rope(x: Tensor, rope: Rotation, pairing: str = "halves") -> Tensor:
     """Rotate x [B, H, N, Dh] by `rope`, in the rotation's dtype, returned in x's dtype.
 
