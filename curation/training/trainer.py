@@ -1,47 +1,28 @@
 """The pretraining loop (mae `engine_pretrain.py` / dinov2 `train.py` style).
 
-One optimiser step = `accum_steps` micro-batches; then clip, AdamW, LR schedule, teacher EMA.
-Everything that changes from step to step (weights, optimiser, scheduler, RNG, data position,
-the CL center) is in the checkpoint, so a resumed run continues the uninterrupted one exactly.
+One optimiser step = `accum_steps` micro-batches; then clip, AdamW, LR and weight-decay
+schedules, teacher EMA. Everything that changes from step to step (weights, optimiser, scheduler,
+RNG, data position, the CL center) is in the checkpoint, so a resumed run continues the
+uninterrupted one exactly. Start-up, resume and the step itself are engine.py's, shared with
+head training.
 """
 
 from __future__ import annotations
 
-import logging
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 
 from curation.training import distributed as D
-from curation.training.checkpoint import load_checkpoint, resume_point, save_checkpoint, set_rng_state
 from curation.training.config import PretrainConfig
-from curation.training.data import (
-    DataPosition,
-    MultiCrop,
-    PretrainViews,
-    SampleStream,
-    build_loader,
-    num_streams_for,
-    resolve_shards,
-)
+from curation.training.data import MultiCrop, PretrainViews, num_streams_for, resolve_shards
+from curation.training.engine import Session, Window, seed_all
 from curation.training.health import FailureWatch, cpu_warning
 from curation.training.init import init_weights
-from curation.training.meta_arch import METRICS, SSLMetaArch
+from curation.training.meta_arch import SSLMetaArch
 from curation.training.optim import build_optimizer, build_scheduler, set_weight_decay
-from curation.training.progress import MetricsLogger
 from curation.training.schedules import cosine, linear_warmup
-
-log = logging.getLogger(__name__)
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def build_model(
@@ -66,17 +47,6 @@ def build_model(
     return model, wrapped, strategy
 
 
-def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _changed_keys(a, b, f"{prefix}{k}.")
-        elif a != b:
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
 def tokens_per_image(cfg: PretrainConfig, token_stride: int) -> int:
     (gh, gw), (lh, lw) = cfg.data.global_size, cfg.data.local_size
     return 2 * (gh // token_stride) * (gw // token_stride) + cfg.data.local_crops * (lh // token_stride) * (
@@ -84,190 +54,74 @@ def tokens_per_image(cfg: PretrainConfig, token_stride: int) -> int:
     )
 
 
-def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> list[dict[str, float]]:
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> list[dict[str, Any]]:
     """Run (or resume) pretraining into `out_dir`; returns the per-step losses of this process."""
     cfg.validate()
-    owns_group = not dist.is_initialized()
-    info = D.init_distributed()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t = cfg.train
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and info.device.type == "cuda")
-    if info.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-    else:
-        # LayerScale (1e-4) and Adam's squared-gradient state produce denormal floats, which x86
-        # CPUs handle ~100x slower; flushing them to zero made CPU steps 6x faster.
-        torch.set_flush_denormal(True)
-
-    model, wrapped, strategy = build_model(cfg, info, bf16)
-    optimizer = build_optimizer(model.student, model.student["backbone"], cfg.optim)
+    t, d = cfg.train, cfg.data
+    run = Session(t, out_dir, resume)
+    info = run.info
+    model, wrapped, strategy = build_model(cfg, info, run.bf16)
+    backbone = model.student["backbone"]
+    optimizer = build_optimizer(model.student, backbone, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, t.steps)
     seed_all(t.seed + 1000 * info.rank)  # masks differ across ranks
 
-    shards = resolve_shards(cfg.data.data)
-    num_streams = num_streams_for(len(shards), info.world_size, cfg.data.num_workers)
-    position, step, rng = DataPosition(num_streams), 0, None
-    ckpt = resume_point(out) if resume else None
-    if ckpt is not None:
-        loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, info=info)
-        step, rng = loaded["step"], loaded["rng"]
-        if loaded["data"] is None:
-            log.warning("%s was saved by a different number of ranks: the data streams restart", ckpt)
-        position = DataPosition(num_streams, loaded["data"])
-        changed = _changed_keys(loaded["config"], cfg.to_dict())
-        if changed:
-            log.warning("resuming %s with changed config keys: %s", ckpt, ", ".join(changed))
-    elif cfg.model.init:  # a fresh run from given backbone weights (a resumed one has its own)
+    shards = resolve_shards(d.data)
+    num_streams = num_streams_for(len(shards), info.world_size, d.num_workers)
+    resumed = run.restore(model, optimizer, scheduler, num_streams, cfg.to_dict())
+    if not resumed and cfg.model.init:  # a fresh run from given backbone weights
         model.load_backbone(cfg.model.init, cfg)
-    if info.is_main:
-        (out / "config.yaml").write_text(cfg.to_yaml())
-
-    d = cfg.data
     crops = MultiCrop(
-        d.global_size,
-        d.local_size,
-        d.local_crops,
-        d.global_scale,
-        d.local_scale,
-        d.brightness,
-        d.contrast,
-        d.saturation,
-        d.jitter_prob,
-        d.hflip_prob,
-    )
-    dataset = SampleStream(
-        shards,
-        PretrainViews(crops),
-        position,
-        rank=info.rank,
-        world_size=info.world_size,
-        seed=t.seed,
-        shuffle_buffer=d.shuffle_buffer,
-        shuffle_initial=d.shuffle_initial,
-    )
-    batches = iter(build_loader(dataset, d.batch_size, d.num_workers, pin_memory=info.device.type == "cuda"))
-    if rng is not None:
-        set_rng_state(rng)
+        d.global_size, d.local_size, d.local_crops, d.global_scale, d.local_scale,
+        d.brightness, d.contrast, d.saturation, d.jitter_prob, d.hflip_prob,
+    )  # fmt: skip
+    batches = run.batches(shards, PretrainViews(crops), d)
+    run.open_log("pretrain", f"pretrain {cfg.model.name}: {len(shards)} shards", strategy)
+    if run.logger is not None and info.device.type == "cpu" and (note := cpu_warning(cfg, backbone)):
+        run.message(note)
 
-    logger = MetricsLogger(out, t.steps, step, t.progress, t.tensorboard) if info.is_main else None
-    if logger is not None:
-        logger.message(
-            f"pretrain {cfg.model.name}: {len(shards)} shards, {info.world_size} rank(s), strategy {strategy}, "
-            f"{'bf16' if bf16 else 'fp32'}, step {step}/{t.steps}, out {out}"
-        )
-    cpu_note = cpu_warning(cfg, model.student["backbone"]) if info.device.type == "cpu" else None
-    if logger is not None and cpu_note:
-        logger.message(cpu_note)
     images_per_step = d.batch_size * t.accum_steps * info.world_size
-    tokens_per_step = images_per_step * tokens_per_image(cfg, model.student["backbone"].token_stride)
-    history: list[dict[str, float]] = []
-    # Sums of METRICS and the step count since the last log line.
-    window = torch.zeros(len(METRICS) + 1, dtype=torch.float64)
+    tokens_per_step = images_per_step * tokens_per_image(cfg, backbone.token_stride)
     watch = FailureWatch(
         max(cfg.optim.warmup_steps, cfg.cl.teacher_temp_warmup_steps), cfg.cl.prototypes, 2 * d.batch_size
     )
+    history: list[dict[str, Any]] = []
+    window = Window()
     model.train()
-    while step < t.steps:
+    while run.step < t.steps:
+        step = run.step
         teacher_temp = linear_warmup(
             step, cfg.cl.teacher_temp_warmup_steps, cfg.cl.teacher_temp_warmup_start, cfg.cl.teacher_temp
         )
-        losses = torch.zeros(len(METRICS), dtype=torch.float64)
-        for micro in range(t.accum_steps):
-            batch = next(batches)
-            position.update(batch["position"])
-            global_crops = batch["global"].to(info.device, non_blocking=True)
-            local_crops = batch["local"].to(info.device, non_blocking=True)
-            with D.no_grad_sync(wrapped, skip=micro < t.accum_steps - 1):
-                with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    out_dict = wrapped(global_crops, local_crops, teacher_temp)
-                (out_dict["loss"] / t.accum_steps).backward()
-            values = torch.stack([out_dict[k].detach() for k in METRICS]).double().cpu()
-            if not torch.isfinite(values).all():
-                raise FloatingPointError(
-                    f"non-finite loss at step {step} ({', '.join(METRICS)} = {values.tolist()}); stopping"
-                )
-            losses += values / t.accum_steps
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(model.student.parameters(), t_clip)
-            if (t_clip := cfg.optim.clip_grad) > 0
-            else None
-        )
+
+        def forward(batch, teacher_temp=teacher_temp):
+            with run.autocast():
+                return wrapped(batch["global"], batch["local"], teacher_temp)
+
+        parts = run.micro_steps(wrapped, batches, forward)
         if cfg.optim.weight_decay_end is not None:
-            set_weight_decay(optimizer, cosine(step, t.steps, cfg.optim.weight_decay, cfg.optim.weight_decay_end))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            set_weight_decay(
+                optimizer, cosine(step, t.steps, cfg.optim.weight_decay, cfg.optim.weight_decay_end)
+            )
+        grad_norm = run.finish_step(optimizer, scheduler, model.student.parameters(), cfg.optim.clip_grad)
         model.update_teacher(cosine(step, t.steps, cfg.cl.momentum_start, cfg.cl.momentum_end))
-        step += 1
-        history.append(
-            {"step": step, "loss": losses[0].item(), "mae": losses[1].item(), "cl": losses[2].item()}
-        )
-        window += torch.cat([losses, torch.ones(1, dtype=torch.float64)])
-
-        if step % t.log_every == 0 or step == t.steps:
-            history[-1]["logged"] = _log(
-                logger,
-                watch,
-                window,
-                info,
-                step,
-                scheduler,
-                grad_norm,
-                teacher_temp,
-                position,
-                images_per_step,
-                tokens_per_step,
-            )
-            window.zero_()
-        if step % t.ckpt_every == 0 or step == t.steps:
-            save_checkpoint(
-                out,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                step=step,
-                data_position=position.state_dict(),
-                config=cfg.to_dict(),
-                info=info,
-                keep=t.keep_checkpoints,
-            )
-    if logger is not None:
-        logger.close()
-    del batches  # stops the DataLoader workers
-    if owns_group:
-        D.shutdown_distributed()
+        history.append({"step": run.step, "loss": parts["loss"], "mae": parts["mae"], "cl": parts["cl"]})
+        window.add(parts)
+        if run.due(t.log_every):
+            metrics, n = window.means(info)  # collective: every rank takes part
+            metrics |= {"lr": max(scheduler.get_last_lr()), "teacher_temp": teacher_temp}
+            metrics["epoch"] = run.position.epoch
+            if grad_norm is not None:
+                metrics["grad_norm"] = float(grad_norm)
+            warnings, started = watch.check(run.step, metrics)
+            if warnings:
+                metrics["warnings"] = warnings
+            for text in started:
+                run.message(text)
+            if run.logger is not None:
+                run.logger.log(run.step, metrics, images_per_step * n, tokens_per_step * n)
+            history[-1]["logged"] = metrics
+        if run.due(t.ckpt_every):
+            run.save(model, optimizer, scheduler, cfg.to_dict())
+    run.close()
     return history
-
-
-def _log(
-    logger,
-    watch,
-    window,
-    info,
-    step,
-    scheduler,
-    grad_norm,
-    teacher_temp,
-    position,
-    images_per_step,
-    tokens_per_step,
-) -> dict[str, Any]:
-    """Log the window's averages (over steps and ranks) with any failure warnings; returns them."""
-    if info.enabled:
-        reduced = window.to(info.device)
-        dist.all_reduce(reduced)
-        window = reduced.cpu() / info.world_size
-    n = max(window[-1].item(), 1.0)
-    metrics: dict[str, Any] = {k: window[i].item() / n for i, k in enumerate(METRICS)}
-    metrics |= {"lr": max(scheduler.get_last_lr()), "teacher_temp": teacher_temp, "epoch": position.epoch}
-    if grad_norm is not None:
-        metrics["grad_norm"] = float(grad_norm)
-    warnings, started = watch.check(step, metrics)
-    if warnings:
-        metrics["warnings"] = warnings
-    if logger is not None:
-        for text in started:
-            logger.message(text)
-        logger.log(step, metrics, int(images_per_step * n), int(tokens_per_step * n))
-    return metrics

@@ -21,7 +21,7 @@ def test_bf16_pretraining_on_cuda_resumes_exactly(tmp_path, shards, tiny_config,
 
     cfg = tiny_config(shards, "train.steps=4", "train.ckpt_every=2", "train.precision=bf16")
     uninterrupted = trainer.pretrain(cfg, tmp_path / "a")
-    resumed = crash_then_resume(monkeypatch, trainer, lambda: trainer.pretrain(cfg, tmp_path / "b"))
+    resumed = crash_then_resume(monkeypatch, lambda: trainer.pretrain(cfg, tmp_path / "b"))
     assert [h["step"] for h in resumed] == [3, 4]
     for a, b in zip(uninterrupted[2:], resumed, strict=True):
         # CUDA kernels may pick different reduction orders between runs: bf16 rounding bounds it.

@@ -25,7 +25,7 @@ def test_head_resume_gives_the_same_next_step_losses(task, tmp_path, labelled, h
     uninterrupted = head_trainer.train_head(cfg, tmp_path / "a")
     assert [h["step"] for h in uninterrupted] == [1, 2, 3, 4, 5]
 
-    resumed = crash_then_resume(monkeypatch, head_trainer, lambda: head_trainer.train_head(cfg, tmp_path / "b"))
+    resumed = crash_then_resume(monkeypatch, lambda: head_trainer.train_head(cfg, tmp_path / "b"))
 
     assert [h["step"] for h in resumed] == [3, 4, 5]
     for a, b in zip(uninterrupted[2:], resumed, strict=True):

@@ -22,7 +22,7 @@ def test_resume_gives_the_same_next_step_losses(tmp_path, shards, tiny_config, m
     uninterrupted = trainer.pretrain(cfg, tmp_path / "a")
     assert len(uninterrupted) == 5
 
-    resumed = crash_then_resume(monkeypatch, trainer, lambda: trainer.pretrain(cfg, tmp_path / "b"))
+    resumed = crash_then_resume(monkeypatch, lambda: trainer.pretrain(cfg, tmp_path / "b"))
 
     assert [h["step"] for h in resumed] == [3, 4, 5]
     for a, b in zip(uninterrupted[2:], resumed):
