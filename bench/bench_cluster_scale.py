@@ -33,7 +33,8 @@ def mixture(n: int, dim: int, n_components: int, seed: int = 0) -> tuple[np.ndar
     x = np.empty((n, dim), dtype=np.float16)
     for start in range(0, n, 100_000):  # chunked: never a float32 copy of the whole set
         c = component[start:start + 100_000]
-        x[start:start + len(c)] = centres[c] + rng.standard_normal((len(c), dim), dtype=np.float32) * (0.8 / np.sqrt(dim))
+        noise = rng.standard_normal((len(c), dim), dtype=np.float32) * (0.8 / np.sqrt(dim))
+        x[start:start + len(c)] = centres[c] + noise
     return x, component
 
 
@@ -77,7 +78,8 @@ def main() -> None:
     uniform = np.zeros(args.n)
     uniform[np.random.default_rng(0).choice(args.n, target, replace=False)] = 1
     print(f"balanced sampling to {target:,d}: {sample_s:.2f} s; normalised entropy over components "
-          f"{entropy(component, counts, args.components):.3f} (uniform random {entropy(component, uniform, args.components):.3f})")
+          f"{entropy(component, counts, args.components):.3f} "
+          f"(uniform random {entropy(component, uniform, args.components):.3f})")
     print(f"total {fit_s + sample_s:.1f} s; peak RSS {peak_rss_gib():.2f} GiB")
 
 

@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp())
-    from curation.config import load_config
     from curation.sample_crawl import sample_items
+    from curation.stages.dag import load_config
     from curation.stages.decode import DecodeStage
 
     files = [d for n, d in sample_items(0).items() if n.endswith(".jpg") and not n.startswith("broken_")]

@@ -41,11 +41,11 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from curation.config import load_config
     from curation.imaging import probe
     from curation.io.http import fetch, new_session
-    from curation.runner.store import parquet_options
     from curation.manifests.tar_writer import sample_tar
+    from curation.runner.store import parquet_options
+    from curation.stages.dag import load_config
     from curation.stages.decode import DecodeStage
     from curation.stages.ingest import IngestStage
 

@@ -58,13 +58,13 @@ def crawl_rows(crawl: Path, cfg) -> pa.Table:
                      "height": pa.array([out["height"][i] for i in keep], pa.int32())})
 
 
-def time_stage(stage, table: pa.Table, repeat: int) -> tuple[float, float, float, dict]:
+def time_stage(stage, table: pa.Table, repeat: int, threads: int) -> tuple[float, float, float, dict]:
     """(setup s, best wall s for all rows, CPU s of that pass, outputs of the last pass)."""
     from curation.arrowutil import to_array
 
     t0 = time.perf_counter()
     stage.check()
-    stage.setup()
+    stage.setup(threads)
     setup_s = time.perf_counter() - t0
     bs = stage.effective_resources().batch_size
     cols = [c for c in stage.required_columns() if c in table.column_names]
@@ -86,9 +86,9 @@ def time_stage(stage, table: pa.Table, repeat: int) -> tuple[float, float, float
 STARTUP = """
 import sys, time
 c0 = time.process_time()
-from curation.config import load_config
+from curation.stages.dag import load_config
 from curation.runner.fusion import FusedStageRunner
-from curation.stages.registry import get_stage
+from curation.stages.dag import get_stage
 cfg = load_config(None, sys.argv[2:])
 FusedStageRunner([(get_stage(n), [], 16) for n in sys.argv[1].split("+")], cfg, 1)
 print(time.process_time() - c0)
@@ -114,7 +114,7 @@ def actor_pools(cfg, cores: int) -> dict[str, tuple[list[str], int]]:
     pool name -> (model stages it loads, actors)."""
     from curation.runner import placement as ray_runtime
     from curation.runner.fusion import StageGroup, fusable_groups
-    from curation.stages.registry import get_stage
+    from curation.stages.dag import get_stage
 
     saved = ray_runtime.cluster_totals
     ray_runtime.cluster_totals = lambda: (float(cores), 0.0)
@@ -132,8 +132,8 @@ def actor_pools(cfg, cores: int) -> dict[str, tuple[list[str], int]]:
 def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int, stage_cpu: float,
             implied: float, results: dict, cores: int) -> dict:
     """Run the per-image DAG through `run_pipeline` and print how close it came to `implied`."""
-    from curation.config import load_config
     from curation.runner.pipeline import run_pipeline
+    from curation.stages.dag import load_config
 
     cfg = load_config(None, overrides)
     print(f"\n## pipeline, {label} ({overrides[-1]})")
@@ -212,10 +212,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    from curation.config import load_config
     from curation.sample_crawl import build_sample_crawl
+    from curation.stages.dag import get_stage, load_config
     from curation.stages.decode import DecodeStage
-    from curation.stages.registry import get_stage
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-models-"))
     crawl = args.crawl or tmp / "crawl"
@@ -236,8 +235,7 @@ def main() -> None:
     table = rows
     for name in MODEL_STAGES:
         stage = get_stage(name)(cfg)
-        stage.num_threads = args.threads
-        setup_s, seconds, cpu, outs = time_stage(stage, table, args.repeat)
+        setup_s, seconds, cpu, outs = time_stage(stage, table, args.repeat, args.threads)
         for c, arr in outs.items():  # later stages read earlier stages' columns
             table = table.append_column(c, arr)
         results[name] = {"setup_s": setup_s, "seconds": seconds, "cpu_s": cpu}

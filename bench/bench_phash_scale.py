@@ -126,10 +126,12 @@ def run_stage(args, data, sizes, single_labels) -> None:
             recall = float(np.mean(labels[copies] == labels[source]))
             exact_recall = float(np.mean(labels[exact_rows] == labels[exact_source]))
             phases = "  ".join(f"{k} {v:.2f} s (cpu {run.cpu_seconds[k]:.2f})" for k, v in run.seconds.items())
-            agree = f"  groups identical to single path: {same_groups(labels, single_labels[n])}" if n in single_labels else ""
+            agree = (f"  groups identical to single path: {same_groups(labels, single_labels[n])}"
+                     if n in single_labels else "")
             print(f"  [stage] repeat {rep + 1} n={n:>11,d}  blocks={run.blocks} tables={run.tables} partitions="
                   f"{run.partitions} band rows {run.band_rows:,d} (largest partition {run.max_partition_rows:,d})\n"
-                  f"      {phases}\n      stage functions {run.stage_seconds():.2f} s (cpu {run.stage_seconds(True):.2f}), "
+                  f"      {phases}\n      stage functions {run.stage_seconds():.2f} s "
+                  f"(cpu {run.stage_seconds(True):.2f}), "
                   f"with stand-in {sum(run.seconds.values()):.2f} s; {run.edges:,d} star edges, "
                   f"{run.lookup.num_rows:,d} duplicates; planted recall near {recall:.4f} exact {exact_recall:.4f}"
                   f"{agree}; peak RSS so far {peak_rss_mib():,.0f} MiB; load average {before:.1f} -> {load():.1f}",

@@ -26,9 +26,8 @@ DAG = ["decode", "detect", "headpose", "embed", "quality", "text", "filter"]
 
 
 def worker(rows_path: str, go: str, overrides: list[str]) -> None:
-    from curation.config import load_config
     from curation.runner.fusion import FusedStageRunner, StageGroup
-    from curation.stages.registry import get_stage
+    from curation.stages.dag import get_stage, load_config
 
     cfg = load_config(None, overrides)
     stages = [get_stage(n)(cfg) for n in DAG]

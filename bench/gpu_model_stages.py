@@ -35,14 +35,14 @@ GPU_STAGES = ["detect", "headpose", "embed", "text"]
 
 def stage_rates(table, cfg, gpu: bool, repeat: int) -> dict[str, dict]:
     """Each model stage alone on this device, later stages reading earlier stages' columns."""
-    from curation.stages.registry import get_stage
+    from curation.stages.dag import get_stage
 
     out = {}
     for name in MODEL_STAGES:
         stage = get_stage(name)(cfg)
         stage.on_gpu = gpu and name in GPU_STAGES
-        stage.num_threads = 1 if not gpu else max(1, round(stage.effective_resources().num_cpus))
-        setup_s, seconds, cpu_s, cols = time_stage(stage, table, repeat)
+        threads = 1 if not gpu else max(1, round(stage.effective_resources().num_cpus))
+        setup_s, seconds, cpu_s, cols = time_stage(stage, table, repeat, threads)
         for c, arr in cols.items():
             table = table.append_column(c, arr)
         out[name] = {"img_per_s": table.num_rows / seconds, "ms_per_img": 1000 * seconds / table.num_rows,
@@ -91,14 +91,13 @@ def host_split(table, cfg) -> dict[str, dict]:
     import pyarrow as pa
 
     from curation.arrowutil import to_array
-    from curation.stages.registry import get_stage
+    from curation.stages.dag import get_stage
 
     out = {}
     for name in MODEL_STAGES:
         stage = get_stage(name)(cfg)
-        stage.num_threads = 1
         stage.check()
-        stage.setup()
+        stage.setup(1)
         clock = ModelClock(stage)
         cols = [c for c in stage.required_columns() if c in table.column_names]
         bs = stage.effective_resources().batch_size
@@ -133,8 +132,8 @@ def implied_rate(rates: dict[str, dict], gpus: int, cores: int) -> float:
 
 def run_dag(crawl: Path, copies: int, rows: int, tmp: Path) -> dict:
     """The per-image DAG through run_pipeline on `copies` copies of the crawl: the map job's rate."""
-    from curation.config import load_config
     from curation.runner.pipeline import run_pipeline
+    from curation.stages.dag import load_config
 
     big = tmp / "crawl-copies"
     for k in range(copies):  # same images, distinct names
@@ -164,8 +163,8 @@ def main() -> None:
 
     import torch
 
-    from curation.config import load_config
     from curation.sample_crawl import build_sample_crawl
+    from curation.stages.dag import load_config
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cores = os.cpu_count() or 1
@@ -188,7 +187,8 @@ def main() -> None:
                "implied_img_per_s_per_gpu": implied / gpus if gpus else None}
     print(f"\nimplied DAG throughput: {implied:.2f} img/s" + (f" = {implied / gpus:.2f} per GPU" if gpus else ""))
     if args.host_split:
-        print("\n| stage | CPU ms/img inside its networks | CPU ms/img around them (stays on the host) |\n|---|---|---|")
+        print("\n| stage | CPU ms/img inside its networks | CPU ms/img around them (stays on the host) |")
+        print("|---|---|---|")
         summary["host_split"] = host_split(table, cfg)
     if not args.stages_only:
         dag = run_dag(crawl, args.copies, crawl_rows(crawl, cfg).num_rows, tmp)

@@ -6,14 +6,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from curation.config import ConfigError, load_config
+from curation.config import ConfigError
 from curation.io.inputs import InputError
+from curation.stages.dag import load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Curate human-centric image datasets and train on them.")
@@ -27,7 +27,7 @@ STATE = {"debug": False}
 def _add_optional_apps() -> None:
     """Sub-apps that live with their subsystems (weights with the models, train with the trainer)."""
     try:
-        from curation.models.weights_cli import weights_app
+        from curation.weights_cli import weights_app
 
         app.add_typer(weights_app, name="weights", help="Stage, list and verify model weights.")
     except ImportError:
@@ -49,7 +49,7 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show traceba
 @app.command("stages")
 def stages_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     """List the registered stages: name, kind, columns, rejects and resources."""
-    from curation.stages.registry import all_stages
+    from curation.stages.dag import all_stages
 
     rows = []
     for name, cls in all_stages().items():
@@ -74,22 +74,22 @@ def run_cmd(
     input: str = typer.Option(..., "--input", "-i", help="Crawl (folder, URL list, tars; local or s3://), "
                                                          "or a previous run folder with --stage."),
     output: str = typer.Option(..., "--output", "-o", help="Run folder (local or s3://)."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Run only this stage."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config."),
+    stage: str | None = typer.Option(None, "--stage", help="Run only this stage."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: a.b=c (repeatable)."),
-    address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster instead of starting one."),
+    address: str | None = typer.Option(None, "--address", help="Join this Ray cluster instead of starting one."),
     reconfigure: bool = typer.Option(False, "--reconfigure", help="Accept a changed config for an existing "
                                                                    "output; only affected stages re-run."),
 ) -> None:
     """Run the whole DAG, or one stage, and print the funnel."""
-    from curation.runner.pipeline import run_pipeline
     from curation.progress.live import LiveProgress, progress_for
+    from curation.runner.pipeline import run_pipeline
 
     cfg = load_config(config, set_)
     if address:
         cfg.run.address = address
     if stage is not None:
-        from curation.stages.registry import get_stage
+        from curation.stages.dag import get_stage
 
         get_stage(stage)  # an unknown name fails here, before Ray starts
     if not _exists(input):
@@ -155,8 +155,8 @@ def status_cmd(run_dir: str = typer.Argument(..., help="A run folder."),
 def report_cmd(run_dir: str = typer.Argument(..., help="A run folder."),
                report_dir: str | None = typer.Option(None, "--out", help="Where to write (default OUT/report)."),
                open_: bool = typer.Option(False, "--open", help="Open the report in a web browser."),
-               max_shards: int = typer.Option(200, "--max-shards", help="Input shards read for plots and "
-                                                                          "galleries (counts are always exact).")) -> None:
+               max_shards: int = typer.Option(200, "--max-shards", help="Input shards read for plots and galleries "
+                                                                          "(counts are always exact).")) -> None:
     """A self-contained HTML report: funnel, rejects, score histograms, clusters, duplicates, galleries."""
     from curation.report.build import build_report, local_file_uri, open_in_browser
 
@@ -224,7 +224,8 @@ def main() -> None:
             sys.exit(130)
         if STATE["debug"]:
             raise
-        console.print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", markup=False, soft_wrap=True)
+        console.print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", markup=False,
+                      soft_wrap=True)
         sys.exit(1)
 
 

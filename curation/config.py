@@ -188,17 +188,17 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return loaded or {}
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file, then each `key=value` override, validated against the registry."""
-    from curation.stages import registry
-
+def build_config(path: str | Path | None, overrides: list[str] | tuple[str, ...],
+                 stage_configs: dict[str, type]) -> Config:
+    """Defaults, then the YAML file, then each `key=value` override, validated against the
+    sections the stages declare (`stage_configs`: name -> Config dataclass, in DAG order).
+    `curation.stages.dag.load_config` supplies the DAG's stages."""
     tree: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
     for text in overrides:
         key, value = parse_override(text)
         _set_path(tree, key, value)
 
-    stage_classes = registry.all_stages()
-    valid = ["run", "filters", *stage_classes]
+    valid = ["run", "filters", *stage_configs]
     for key in tree:
         if key not in valid:
             raise ConfigError(f"unknown config key {key}{_suggest(key, valid)}")
@@ -210,18 +210,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         for k, v in (tree["filters"] or {}).items():
             filters[k] = _coerce(v, float | None, f"filters.{k}")
         cfg.filters = filters
-    for name, cls in stage_classes.items():
-        cfg.stages[name] = build_dataclass(cls.Config, tree.get(name) or {}, name)
+    for name, cls in stage_configs.items():
+        cfg.stages[name] = build_dataclass(cls, tree.get(name) or {}, name)
     validate_filters(cfg.filters)
     if cfg.run.stages is not None:
         for s in cfg.run.stages:
-            if s not in stage_classes:
-                raise ConfigError(f"run.stages: unknown stage {s!r}{_suggest(s, list(stage_classes))}")
+            if s not in stage_configs:
+                raise ConfigError(f"run.stages: unknown stage {s!r}{_suggest(s, list(stage_configs))}")
     return cfg
 
 
+# Named thresholds whose key does not follow min_/max_<column>: the recipe's own vocabulary.
+FILTER_ALIASES: dict[str, tuple[str, str]] = {
+    "min_person_short_side": ("min", "max_person_short_side"),  # the largest person is big enough
+}
+
+
+def rule_target(key: str) -> tuple[str, str]:
+    """(op, column) for a `filters:` key."""
+    if key in FILTER_ALIASES:
+        return FILTER_ALIASES[key]
+    op, _, column = key.partition("_")
+    return op, column
+
+
 def validate_filters(filters: dict[str, float | None]) -> None:
-    from curation.stages.filters import rule_target
     from curation.schema import COLUMNS
 
     numeric = [c for c, t in COLUMNS.items() if _is_numeric(t)]

@@ -46,7 +46,7 @@ def probe(data: bytes) -> Probe:
         orientation = 1
         try:
             orientation = int(im.getexif().get(ORIENTATION_TAG, 1) or 1)
-        except Exception:  # a broken EXIF block does not make a broken image
+        except Exception:  # noqa: BLE001 - a broken EXIF block does not make a broken image
             orientation = 1
         w, h = im.size
         if orientation in _SWAPS_AXES:

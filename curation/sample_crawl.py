@@ -99,18 +99,20 @@ def _bomb_png(width: int = 30000, height: int = 30000) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b"")
+    idat = chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
 
 
 def _odd_formats(base: Image.Image) -> dict[str, bytes]:
     im = _upscale(base, 640)
     rgba = im.convert("RGBA")
     rgba.putalpha(Image.linear_gradient("L").resize(im.size))
-    sixteen = Image.fromarray((np.asarray(im.convert("L"), dtype=np.uint16) * 257))
+    sixteen = Image.fromarray(np.asarray(im.convert("L"), dtype=np.uint16) * 257)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated 90 degrees: stored landscape, shown portrait
     rotated = im.transpose(Image.Transpose.ROTATE_90)
-    gif_frames = [im.resize((320, 240)).convert("P"), im.resize((320, 240)).transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("P")]
+    small = im.resize((320, 240))
+    gif_frames = [small.convert("P"), small.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("P")]
     gif = io.BytesIO()
     gif_frames[0].save(gif, format="GIF", save_all=True, append_images=gif_frames[1:], duration=100, loop=0)
     webp = io.BytesIO()
@@ -163,7 +165,8 @@ def sample_items(seed: int = 0) -> dict[str, bytes]:
     return items
 
 
-def build_sample_crawl(out_dir: str, form: str = "folder", seed: int = 0, base_url: str | None = None) -> dict[str, int]:
+def build_sample_crawl(out_dir: str, form: str = "folder", seed: int = 0,
+                       base_url: str | None = None) -> dict[str, int]:
     items = sample_items(seed)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)

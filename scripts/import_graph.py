@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"manifests"},  # output formats: tars and the manifest
     {"runner"},  # runs the DAG on Ray
     {"progress", "report", "sample_crawl", "training"},
-    {"cli"},
+    {"cli", "weights_cli"},
 ]
 
 

@@ -17,7 +17,7 @@ for key, value in {
 }.items():
     os.environ.setdefault(key, value)
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ import sys
 import pytest
 from run_helpers import base_overrides
 
-from curation.config import load_config
 from curation.runner.pipeline import run_pipeline
+from curation.stages.dag import load_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -82,8 +82,8 @@ def test_missing_default_weights_name_the_file_and_how_to_stage_it(sample_crawl,
 
 
 def test_output_from_another_config_is_refused_with_what_to_do(sample_crawl, tmp_path):
-    from curation.runner.store import RunStore
     from curation.runner.run_folder import init_run_folder
+    from curation.runner.store import RunStore
 
     crawl, _ = sample_crawl
     out = tmp_path / "out"

@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from curation.config import ConfigError, load_config
+from curation.config import ConfigError
+from curation.stages.dag import load_config
 
 
 def test_defaults_yaml_and_overrides_layer(tmp_path):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+from bad_inputs import bad_files
 from PIL import Image
 
-from bad_inputs import bad_files
-from curation.config import load_config
 from curation.imaging import decode_rgb, normalized_jpeg
+from curation.stages.dag import load_config
 from curation.stages.decode import DecodeStage
 
 CASES = bad_files()

@@ -7,21 +7,21 @@ import tarfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
+from loopback_http import LoopbackServer
 from run_helpers import ALLOW_LOOPBACK, base_overrides
-from curation.config import load_config
+
 from curation.io.tars import unsafe_name
 from curation.runner.pipeline import run_pipeline
+from curation.stages.dag import load_config
 from curation.stages.ingest import IngestStage
-from loopback_http import LoopbackServer
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
 def photo_bytes():
-    from PIL import Image
     import skimage.data
+    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(skimage.data.astronaut()).save(buf, format="JPEG")
@@ -79,7 +79,8 @@ def test_truncated_tar_keeps_what_it_read_and_records_the_rest(tmp_path, photo_b
 
 
 @pytest.mark.parametrize("name,unsafe", [("a/b.jpg", False), ("../x.jpg", True), ("/etc/passwd", True),
-                                         ("a/../../x", True), ("C:/x.jpg", True), ("a\\..\\x", True), ("ok.jpg", False)])
+                                         ("a/../../x", True), ("C:/x.jpg", True), ("a\\..\\x", True),
+                                         ("ok.jpg", False)])
 def test_unsafe_names(name, unsafe):
     assert unsafe_name(name) is unsafe
 

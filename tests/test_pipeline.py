@@ -4,12 +4,13 @@ import json
 
 import pytest
 import webdataset as wds
-
 from run_helpers import base_overrides
-from curation.config import ConfigError, load_config
+
+from curation.config import ConfigError
 from curation.io import fs
 from curation.manifests.manifest import verify_manifest
 from curation.runner.pipeline import run_pipeline
+from curation.stages.dag import load_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -61,7 +62,7 @@ def test_manifest_verify_catches_tampering(full_run, tmp_path):
     out, _, _ = full_run
     copy = tmp_path / "shards"
     shutil.copytree(out / "shards", copy)
-    first = sorted(copy.glob("*.tar"))[0]
+    first = min(copy.glob("*.tar"))
     data = bytearray(first.read_bytes())
     data[5000] ^= 0xFF
     first.write_bytes(bytes(data))

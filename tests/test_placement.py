@@ -4,8 +4,7 @@ runner's load and write tasks (a whole-CPU decode beside five actor pools hung R
 import pytest
 
 from curation.runner import placement as ray_runtime
-from curation.config import load_config
-from curation.stages.registry import get_stage
+from curation.stages.dag import get_stage, load_config
 
 DAG = ["decode", "detect", "headpose", "embed", "quality", "text", "filter"]
 

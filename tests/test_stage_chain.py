@@ -8,11 +8,10 @@ import pytest
 from PIL import Image
 
 from curation.runner import placement as ray_runtime
-from curation.config import load_config
-from curation.stages.filters import parse_rules
 from curation.runner.fusion import FusedStageRunner, StageGroup, fusable_groups
 from curation.runner.stage_runner import StageRunner
-from curation.stages.registry import get_stage
+from curation.stages.dag import get_stage, load_config
+from curation.stages.filters import parse_rules
 
 pytestmark = pytest.mark.timeout(300)
 DAG = ["decode", "detect", "headpose", "embed", "quality", "text", "filter"]
@@ -113,8 +112,8 @@ def test_the_loader_is_never_fused_into_the_chain(ray_local, tmp_path):
     # the chain's batch size of rows: one actor got every shard and the other idled.
     from ray.data import ActorPoolStrategy
 
-    from curation.runner.store import RunStore
     from curation.runner.jobs import LOAD_ARGS, loaded_rows
+    from curation.runner.store import RunStore
 
     class CountRows:  # defined here: cloudpickle ships a local class by value to the workers
         def __init__(self, config):  # constructor args, as the chain has: the case that fused
@@ -139,8 +138,8 @@ def test_the_loader_is_never_fused_into_the_chain(ray_local, tmp_path):
             {"ingest": {k2: rec[k2] for k2 in ("_root", "stage", "shard", "parts")}})})
     ds = loaded_rows(items, "ingest", {"ingest": ["x"]})
     # the chain's num_cpus equal to the loader's: exactly the case that fused before
-    ds = ds.map_batches(CountRows, fn_constructor_args=({"a": 1},), batch_size=32, batch_format="pyarrow", num_cpus=LOAD_ARGS["num_cpus"],
-                        compute=ActorPoolStrategy(min_size=2, max_size=2))
+    ds = ds.map_batches(CountRows, fn_constructor_args=({"a": 1},), batch_size=32, batch_format="pyarrow",
+                        num_cpus=LOAD_ARGS["num_cpus"], compute=ActorPoolStrategy(min_size=2, max_size=2))
     out = ds.take_all()
     ops = [line for line in ds.stats().splitlines() if line.startswith("Operator")]
     assert not any("load_task->" in op for op in ops), ops

@@ -14,34 +14,19 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass, field
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from urllib3 import PoolManager, Timeout
 from urllib3.exceptions import HTTPError, LocationValueError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from curation.io.address_policy import AddressPolicy, BlockedAddress
+from curation.io.address_policy import BlockedAddress
+from curation.io.fetch_policy import SUPPORTED_SCHEMES, FetchPolicy
 from curation.io.guarded_pool import Deadline, guarded_pool_manager
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 REDIRECT_STATUS = {301, 302, 303, 307, 308}
-# What fetch() can read at all; `allowed_schemes` picks among these (file://, ftp:// ... never).
-SUPPORTED_SCHEMES = ("http", "https", "s3")
 _CHUNK = 256 * 1024
-
-
-@dataclass(frozen=True)
-class FetchPolicy:
-    timeout_s: float = 10.0  # connect, and each read
-    budget_s: float = 30.0  # the whole URL: every attempt, redirect and byte
-    retries: int = 2
-    backoff_s: float = 0.5
-    max_bytes: int = 32 * 1024 * 1024
-    max_redirects: int = 5
-    allowed_schemes: tuple[str, ...] = SUPPORTED_SCHEMES
-    addresses: AddressPolicy = field(default_factory=AddressPolicy)
-    user_agent: str = "curation/0.1 (research dataset builder)"
 
 
 def scheme_reason(url: str, policy: FetchPolicy) -> str | None:

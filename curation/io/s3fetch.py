@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 from curation.io import fs
 
 if TYPE_CHECKING:
-    from curation.io.http import FetchPolicy
+    from curation.io.fetch_policy import FetchPolicy
 
 CHUNK = 1 << 20
 

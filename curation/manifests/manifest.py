@@ -8,7 +8,6 @@ manifest's folder so a dataset can be moved or synced to object storage as a who
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import time
@@ -17,12 +16,9 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from curation import __version__
 from curation.io import fs
-from curation.runner.store import RunStore
-from curation.manifests.tar_writer import sample_tar
 
 
 def _jsonable(v: Any) -> Any:
@@ -39,55 +35,22 @@ def sample_metadata(row: dict[str, Any], meta_cols: list[str]) -> dict[str, Any]
     return {c: _jsonable(row.get(c)) for c in ["id", "input_shard", *meta_cols] if c in row}
 
 
-def write_tar(batch: pa.Table, out: str, base: str, sources: dict[str, list[str]], meta_cols: list[str],
-              quality: int, include_clip: bool, resize: int | None = None) -> pa.Table:
-    """Ray task: write one output tar from its slices of input shards, streamed to its final URI
-    (memory: one input shard's rows plus one sample, whatever the tar's size)."""
-    from curation.imaging import normalized_jpeg
-    from curation.runner.segments import load_rows
-
-    item = batch.to_pylist()[0]
-    slices, records = json.loads(item["slices"]), json.loads(item["records"])
-    path = f"{item['tar']}.tar"
-    json_cols = [c for c in meta_cols if c != "clip"]  # clip goes to clip.npy, not the json
-    with sample_tar(fs.join(out, "shards", path)) as sink:
-        for shard, start, stop in slices:
-            rows = load_rows(json.loads(records[shard]), base, sources).slice(start, stop - start)
-            for chunk in rows.to_batches(max_chunksize=256):  # a chunk of Python objects at a time
-                for row in chunk.to_pylist():
-                    jpg, scale = normalized_jpeg(row["image"], row.get("format"), row.get("mode"),
-                                                 row.get("orientation"), quality, resize)
-                    meta = sample_metadata(row, json_cols)
-                    if scale != 1.0:  # boxes and sizes in the json stay in original pixels
-                        meta = {**meta, "stored_scale": scale}
-                    repeats = int(row["selected"]) if row.get("selected") is not None else 1
-                    for r in range(max(1, repeats)):
-                        sample = {"__key__": row["id"] if r == 0 else f"{row['id']}_r{r}", "jpg": jpg, "json": meta}
-                        if include_clip and row.get("clip") is not None:
-                            sample["clip.npy"] = np.asarray(row["clip"], dtype=np.float16)
-                        sink.write(sample)
-    return pa.Table.from_pylist([{"tar": item["tar"], "path": path, "samples": sink.samples, "bytes": sink.bytes,
-                                  "sha256": sink.sha256}])
-
-
-def write_manifest(store: RunStore, entries: list[dict[str, Any]], cfg: Any, fingerprint: str,
-                   stage_names: list[str]) -> dict[str, Any]:
-    from curation.runner.ledger import summarize
-    from curation.models.weights import weights_record
-
-    ledger = summarize(store, stage_names)
+def write_manifest(uri: str, entries: list[dict[str, Any]], config_hash: str, fingerprint: str,
+                   ledger: dict[str, Any], weights: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest: every tar with its size and sha256, the run's counts (from its ledger
+    summary), and what produced it (config hash, code version, the weights each stage used)."""
     manifest = {
         "shards": [{k: e[k] for k in ("path", "samples", "bytes", "sha256")} for e in entries],
         "counts": {"samples": sum(e["samples"] for e in entries), "shards": len(entries),
                    "inputs": ledger["inputs"], "kept": ledger["kept"], "rejects": ledger["rejects"]},
-        "config_hash": cfg.hash(),
+        "config_hash": config_hash,
         "code_version": __version__,
         "fingerprint": fingerprint,
         "created_at": time.time(),
         "random_weights": ledger["random_weights"],  # stages whose scores are meaningless
-        "weights": weights_record(cfg),
+        "weights": weights,
     }
-    fs.write_json(store.uri("shards", "manifest.json"), manifest)
+    fs.write_json(uri, manifest)
     return manifest
 
 

@@ -1,9 +1,10 @@
 """PP-OCRv4 on PyTorch: the ONNX graphs rapidocr ships, converted to torch modules (onnx2torch).
 
 Why torch and not onnxruntime's CUDA build: the torch modules run on the GPU torch already owns
-in the actor (one CUDA context and allocator beside YOLO, MTCNN and CLIP), and run on the CPU too, so the CPU tests prove
-the very modules a GPU node runs against onnxruntime's answers. onnxruntime-gpu would be a second
-~250 MB runtime, and it installs the same `onnxruntime` package rapidocr depends on.
+in the actor (one CUDA context and allocator beside YOLO, MTCNN and CLIP), and run on the CPU
+too, so the CPU tests prove the very modules a GPU node runs against onnxruntime's answers.
+onnxruntime-gpu would be a second ~250 MB runtime, and it installs the same `onnxruntime`
+package rapidocr depends on.
 
 The shipped graphs keep their weights in `Constant` nodes and leave a few tensor shapes unknown;
 onnx2torch wants initializers and the rank of every BatchNorm input. `_prepared` fixes both

@@ -7,7 +7,7 @@ Resolution order (DESIGN.md), first hit wins:
   4. the library's own download, unless offline.
 Missing after that is a `ConfigError` raised from the stage's `check()`, before any work, naming
 every missing file and the command that stages it. `weights: random` is the only way to get a
-randomly initialised model, and `weights_record(config)` reports it for the run's manifest.
+randomly initialised model, and `weights_record(files)` reports it for the run's manifest.
 
 Staging (`curate weights fetch|verify`) is curation/models/weight_staging.py.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from curation.config import Config, ConfigError
+from curation.config import ConfigError
 
 RANDOM = "random"
 ENV_DIR = "CURATE_WEIGHTS"
@@ -99,7 +99,7 @@ def _in_dir(w: WeightFile, directory: Path) -> Path | None:
 
 def _library_cache(w: WeightFile) -> Path | None:
     if w.library == "ultralytics":
-        from curation.models.yolo import import_ultralytics
+        from curation.models.ultralytics_import import import_ultralytics
 
         import_ultralytics()
         from ultralytics.utils import SETTINGS
@@ -168,7 +168,7 @@ def offline(w: WeightFile) -> bool:
 def download(w: WeightFile) -> Path:
     """The library's own download into the library's own cache; returns the file."""
     if w.library == "ultralytics":
-        from curation.models.yolo import import_ultralytics
+        from curation.models.ultralytics_import import import_ultralytics
 
         import_ultralytics()
         from ultralytics.utils import SETTINGS
@@ -228,29 +228,15 @@ def missing_message(missing: list[tuple[WeightFile, str]]) -> str:
             f"(or set {stages[0]}.weights=random for a run with random weights, recorded as such)")
 
 
-def required_weights(config: Config) -> list[WeightFile]:
-    """The weight files of every stage this config runs (stages that declare `weight_files()`)."""
-    from curation.stages.registry import all_stages
-
-    registry = all_stages()
-    names = config.run.stages or list(registry)
-    out: list[WeightFile] = []
-    for name in names:
-        stage = registry[name](config)
-        if hasattr(stage, "weight_files"):
-            out.extend(stage.weight_files())
-    return out
+def random_weight_stages(files: list[WeightFile]) -> list[str]:
+    """Stages whose weights among `files` are randomly initialised (for manifests and ledgers)."""
+    return sorted({w.stage for w in files if w.random})
 
 
-def random_weight_stages(config: Config) -> list[str]:
-    """Stages that this config runs with randomly initialised weights (for manifests and ledgers)."""
-    return sorted({w.stage for w in required_weights(config) if w.random})
-
-
-def weights_record(config: Config) -> list[dict[str, Any]]:
+def weights_record(files: list[WeightFile]) -> list[dict[str, Any]]:
     """One entry per weight file: what the run used, for the manifest. Never downloads."""
     out = []
-    for w in required_weights(config):
+    for w in files:
         entry: dict[str, Any] = {"stage": w.stage, "file": w.file, "random": w.random, "path": None,
                                  "where": RANDOM if w.random else "missing", "sha256": None}
         hit = None if w.random else find(w)

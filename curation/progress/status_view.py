@@ -11,8 +11,8 @@ from curation.progress.live import fmt_rate, fmt_rejects
 
 def run_summary(run_dir: str) -> dict[str, Any]:
     """The ledger of a run folder, summed afresh from its completion records (what `--json` prints)."""
-    from curation.runner.ledger import summarize
     from curation.report.data import open_run, run_stages
+    from curation.runner.ledger import summarize
 
     store, config, _ = open_run(run_dir)
     return summarize(store, run_stages(config))

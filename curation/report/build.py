@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from curation import __version__
-from curation.stages.filters import rule_target
 from curation.io import fs
 from curation.report import galleries as gal
 from curation.report import html as page_html
 from curation.report import plots
 from curation.report.data import RunData, load_run
+from curation.stages.filters import rule_target
 
 # (column, title) in the order the page shows them.
 HISTOGRAMS = (("max_person_short_side", "largest person, box short side (px)"),

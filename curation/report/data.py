@@ -20,8 +20,8 @@ from curation.config import ConfigError
 from curation.io import fs
 from curation.io.inputs import InputError
 from curation.runner.ledger import summarize
-from curation.runner.store import RunStore
 from curation.runner.run_folder import load_plan
+from curation.runner.store import RunStore
 from curation.schema import ID, INPUT_SHARD, REJECT, REJECT_STAGE
 
 # The per-row columns the report plots or groups by; image bytes are read later, only for thumbnails.
@@ -58,7 +58,7 @@ class RunData:
 
 
 def run_stages(config: dict[str, Any]) -> list[str]:
-    from curation.stages.registry import all_stages
+    from curation.stages.dag import all_stages
 
     return list((config.get("run") or {}).get("stages") or all_stages())
 
@@ -89,7 +89,7 @@ def _read_stage(store: RunStore, stage: str, shards: list[str], columns: list[st
 
 def load_rows(store: RunStore, stages: list[str], shards: list[str]) -> pa.Table:
     """One row per input row of `shards`, joined by id across the stages' parts."""
-    from curation.stages.registry import all_stages
+    from curation.stages.dag import all_stages
 
     registry = all_stages()
     base = _read_stage(store, "ingest", shards, [INPUT_SHARD, "source"])

@@ -68,7 +68,8 @@ def rejects_table(ledger: dict[str, Any]) -> str:
     for name, s in ledger["stages"].items():
         for reason, n in sorted(s["rejects"].items(), key=lambda kv: (-kv[1], kv[0])):
             rows.append(f'<tr><td>{escape(name)}</td><td>{escape(reason)}</td>'
-                        f'<td class=num data-reason="{escape(reason)}">{n}</td><td class=num>{pct(n, inputs)}</td></tr>')
+                        f'<td class=num data-reason="{escape(reason)}">{n}</td>'
+                        f'<td class=num>{pct(n, inputs)}</td></tr>')
     if not rows:
         return "<p>No image was rejected.</p>"
     return ("<table><tr><th>stage</th><th>reason</th><th class=num>images</th><th class=num>% of inputs</th></tr>"

@@ -20,14 +20,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.runner.store import RunStore
+from curation.runner.jobs import RunContext, ShardLedger, add_report, shard_record
 from curation.runner.run_folder import load_plan
-from curation.schema import REJECT
 from curation.runner.segments import write_task
-from curation.runner.jobs import shard_record
+from curation.runner.store import RunStore
+from curation.schema import REJECT
 from curation.stages.base import Stage
-
-_RUNNERS: dict[tuple, Any] = {}
+from curation.stages.dag import early_rules
 
 
 def followers_of(stages: list[Stage], names: list[str]) -> list[Stage]:
@@ -59,14 +58,14 @@ def ingest_task(batch: Any, out: str, stage: Any, followers: list[tuple[type, An
         # Streamed chunk by chunk: the part file is written as the chunks come, the followers see
         # each chunk while its bytes are in memory, and the next chunk downloads meanwhile.
         with store.part_writer(stage.name, shard) as part:
-            for chunk in stage.iter_chunks(spec, stage.cfg.chunk_rows):
+            for chunk in stage.iter_chunks(spec, stage.params.chunk_rows):
                 part.write(chunk)
                 rows += chunk.num_rows
                 nbytes += int(pc.sum(chunk.column("bytes")).as_py() or 0)
                 rejects.update(r for r in chunk.column(REJECT).to_pylist() if r is not None)
                 for r in _run_followers(chunk, shard, out, stage.config, followers) if followers else []:
                     new = {"rows": 0, "kept": 0, "rejects": Counter(), "parts": []}
-                    _add(reports.setdefault(r["stage"], new), r)
+                    add_report(reports.setdefault(r["stage"], new), r)
         found = _planned_items(spec)
         if found is not None and found != rows:  # an item without its row is a bug, not a reject
             raise RuntimeError(f"ingest of {shard}: {rows} rows for {found} items found")
@@ -81,15 +80,12 @@ def ingest_task(batch: Any, out: str, stage: Any, followers: list[tuple[type, An
 
 def _run_followers(table: pa.Table, shard: str, out: str, config: Any,
                    followers: list[tuple[type, Any, list]]) -> list[dict]:
-    from curation.runner.stage_runner import StageRunner
+    from curation.runner.map_job import cached_runner
 
     kept = table.filter(pc.is_null(table.column(REJECT))).drop_columns([REJECT])
     rows = kept.select([c for c in kept.column_names if c not in ("reject_stage", "error")])
     for cls, _, rules in followers:
-        key = (cls.__name__, config.hash(), tuple(rules))
-        if key not in _RUNNERS:  # built once per worker process, like a task stage's runner
-            _RUNNERS[key] = StageRunner(cls, config, rules, 1)
-        rows = _RUNNERS[key](rows)
+        rows = cached_runner(cls, config, rules, 1)(rows)  # built once per worker process
     names = [cls.name for cls, _, _ in followers]
     if rows.num_rows == 0:  # nothing kept: the followers saw no rows
         return [{"shard": shard, "stage": n, "part": "", "rows": 0, "kept": 0, "rejects": "{}"} for n in names]
@@ -122,14 +118,6 @@ def _shard_tasks(pending: list[dict], out: str, stage: Any, followers: list) -> 
         yield ray.get(ready[0])
 
 
-def _add(agg: dict, report: dict) -> None:
-    agg["rows"] += report["rows"]
-    agg["kept"] += report["kept"]
-    agg["rejects"].update(json.loads(report["rejects"]))
-    if report["part"]:
-        agg["parts"].append(report["part"])
-
-
 def _planned_items(spec: dict[str, Any]) -> int | None:
     """Items the plan found in a shard (a tar's members are only counted as it is read)."""
     if spec["kind"] == "files":
@@ -139,39 +127,31 @@ def _planned_items(spec: dict[str, Any]) -> int | None:
     return None
 
 
-def run_ingest(stage: Any, store: RunStore, fps: dict[str, str], emit: Any, followers: list[Stage],
-               early_rules: Any) -> None:
+def run_ingest(ctx: RunContext, stages: list[Stage], later: list[Stage]) -> None:
+    """`stages` is [ingest]; the stages right after it that its tasks can run (followers_of) ride along."""
+    (stage,), store = stages, ctx.store
+    followers = followers_of([stage, *later], ctx.names)
     plan = load_plan(store)
     done = store.done_records(stage.name)
-    pending = [s for s in plan if done.get(s["shard"], {}).get("fingerprint") != fps[stage.name]]
+    pending = [s for s in plan if done.get(s["shard"], {}).get("fingerprint") != ctx.fps[stage.name]]
     if not pending:
         return
     names = [stage.name, *[f.name for f in followers]]
     for spec in pending:
         for name in names:
             store.clear_shard(name, spec["shard"])
-    members = [(type(f), None, early_rules(f)) for f in followers]
-    t0, n_done, rows = time.perf_counter(), 0, 0
-    emit({"event": "job_start", "stages": names, "total": len(pending), "rows": None})
+    members = [(type(f), None, early_rules(f, ctx.config)) for f in followers]
+    ledger = ShardLedger(ctx, names, len(pending), None)
     for batch in _shard_tasks(pending, store.out, stage, members):
         by_shard: dict[str, dict[str, dict]] = {}
         for r in batch.to_pylist():
             by_shard.setdefault(r["shard"], {})[r["stage"]] = r
         for shard, reports in by_shard.items():
-            counts = {}
+            records = {}
             for name in names:
                 r = reports.get(name) or {"rows": 0, "kept": 0, "rejects": "{}", "part": "[]"}
-                rec_rejects = json.loads(r["rejects"])
                 extra = {"bytes": r["bytes"]} if name == stage.name else {}
-                store.write_done(name, shard, shard_record(fps[name], r["rows"], r["kept"], rec_rejects,
-                                                           json.loads(r["part"]), **extra))
-                counts[name] = {"in": r["rows"], "kept": r["kept"], "rejects": rec_rejects}
-            n_done += 1
-            rows += reports[stage.name]["rows"]
-            emit({"event": "shard_done", "stages": names, "shard": shard, "rows": reports[stage.name]["rows"],
-                  "done": n_done, "total": len(pending), "seconds": time.perf_counter() - t0, "counts": counts})
-    from curation.io import fs
-
-    seconds = round(time.perf_counter() - t0, 3)
-    for name in names:
-        fs.write_json(store.uri(name, "timing.json"), {"rows": rows, "seconds": seconds, "fused_with": names})
+                records[name] = shard_record(ctx.fps[name], r["rows"], r["kept"], json.loads(r["rejects"]),
+                                             json.loads(r["part"]), **extra)
+            ledger.finish(shard, records, reports[stage.name]["rows"])
+    ledger.close()

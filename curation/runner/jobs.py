@@ -1,6 +1,9 @@
-"""What the runner's Ray Data jobs share: the per-shard work items, where each needed column
-comes from, and the driver loop that turns the writers' reports into completion records. Also
-the job of a global stage (all kept rows at once, written per input shard at the end).
+"""What every job of the runner shares: the run's context, where each needed column comes from,
+the loader of a job's rows, and the one driver loop that turns finished shards into completion
+records and progress events (`ShardLedger`).
+
+A completion record (OUT/<stage>/done/<shard>.json) is written for a shard as soon as all its
+rows are in, so a crash loses only unfinished shards, and a rerun redoes exactly those.
 """
 
 from __future__ import annotations
@@ -14,23 +17,64 @@ from typing import Any
 
 from curation.config import Config, ConfigError
 from curation.io import fs
+from curation.runner.segments import load_task
 from curation.runner.store import RunStore
-from curation.runner.run_folder import check_upstream_complete, load_plan
-from curation.runner.segments import load_task, write_task
-from curation.stages.base import Stage
-from curation.stages.registry import all_stages, producer_of
+from curation.stages.dag import producer_of
 
 Event = Callable[[dict[str, Any]], None]
 
 
 @dataclass
-class GlobalContext:
+class RunContext:
+    """One `curate run`: its config, its output folder, the stages it runs and their fingerprints."""
+
     config: Config
     store: RunStore
-    cache_uri: str  # OUT/<stage>/cache: intermediates reusable across reruns
-    input_fingerprint: str  # changes exactly when the rows/columns fed to the stage change
-    seed: int
-    num_cpus: float
+    names: list[str]  # the run's stages, in DAG order
+    fps: dict[str, str]  # stage -> fingerprint of its config and its predecessors'
+    emit: Event  # progress events for the display
+
+    def before(self, name: str) -> list[str]:
+        return self.names[: self.names.index(name)]
+
+    def prev(self, name: str) -> str | None:
+        i = self.names.index(name)
+        return self.names[i - 1] if i else None
+
+
+def shard_record(fp: str, rows: int, kept: int, rejects: dict[str, int], parts: list[str], **extra) -> dict:
+    return {"fingerprint": fp, "in": rows, "kept": kept, "rejects": dict(rejects), "parts": parts,
+            "finished_at": time.time(), **extra}
+
+
+class ShardLedger:
+    """The driver loop of every job: announce it, write each finished shard's completion records
+    and report progress, then record the job's timing for the ledger's throughput figures."""
+
+    def __init__(self, ctx: RunContext, stages: list[str], total: int, rows: int | None):
+        self.ctx, self.stages, self.total = ctx, stages, total
+        self.done, self.rows, self.t0 = 0, 0, time.perf_counter()
+        # Lets a progress display show the job (and its totals, for an ETA) before its first shard ends.
+        ctx.emit({"event": "job_start", "stages": stages, "total": total, "rows": rows})
+
+    def finish(self, shard: str, records: dict[str, dict[str, Any]], rows: int,
+               counts: dict[str, dict[str, Any]] | None = None) -> None:
+        """Write `records` (stage -> completion record) for `shard`, then emit `shard_done`."""
+        for name, rec in records.items():
+            self.ctx.store.write_done(name, shard, rec)
+        self.done += 1
+        self.rows += rows
+        if counts is None:
+            counts = {n: {"in": r["in"], "kept": r["kept"], "rejects": r["rejects"]} for n, r in records.items()}
+        self.ctx.emit({"event": "shard_done", "stages": self.stages, "shard": shard, "rows": rows,
+                       "done": self.done, "total": self.total, "seconds": time.perf_counter() - self.t0,
+                       "counts": counts})
+
+    def close(self) -> None:
+        seconds = round(time.perf_counter() - self.t0, 3)
+        for name in self.stages:
+            fs.write_json(self.ctx.store.uri(name, "timing.json"),
+                          {"rows": self.rows, "seconds": seconds, "fused_with": self.stages})
 
 
 def job_items(store: RunStore, shards: list[str], base: str, sources: dict[str, list[str]]) -> list[dict]:
@@ -78,42 +122,24 @@ def loaded_rows(items: list[dict], base: str, sources: dict[str, list[str]]) -> 
                           fn_kwargs={"base_stage": base, "columns_by_stage": sources})
 
 
-def shard_record(fp: str, rows: int, kept: int, rejects: dict[str, int], parts: list[str], **extra) -> dict:
-    return {"fingerprint": fp, "in": rows, "kept": kept, "rejects": dict(rejects), "parts": parts,
-            "finished_at": time.time(), **extra}
-
-
-def collect(ds: Any, job_names: list[str], expected: dict[str, int], store: RunStore, fps: dict[str, str],
-             emit: Event, all_at_end: bool) -> None:
-    """Stream the writers' reports; a shard is done when its first stage has seen all its rows."""
+def collect(ctx: RunContext, ds: Any, job_names: list[str], expected: dict[str, int], all_at_end: bool) -> None:
+    """Stream the writers' reports (segments.write_task); a shard is done when its first stage has
+    seen all its rows (`all_at_end`: only once the whole job is through, for global stages)."""
     agg: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"rows": 0, "kept": 0, "rejects": Counter(),
                                                                       "parts": []})
+    ledger = ShardLedger(ctx, job_names, len(expected), sum(expected.values()))
     finished: set[str] = set()
-    t0 = time.perf_counter()
 
     def finish(shard: str) -> None:
-        for name in job_names:
-            a = agg[(shard, name)]
-            store.write_done(name, shard, shard_record(fps[name], a["rows"], a["kept"], a["rejects"], a["parts"]))
         finished.add(shard)
-        counts = {name: {"in": agg[(shard, name)]["rows"], "kept": agg[(shard, name)]["kept"],
-                         "rejects": dict(agg[(shard, name)]["rejects"])} for name in job_names}
-        emit({"event": "shard_done", "stages": job_names, "shard": shard, "rows": expected[shard],
-              "done": len(finished), "total": len(expected), "seconds": time.perf_counter() - t0,
-              "counts": counts})
-
-    # Lets a progress display show the job (and its totals, for an ETA) before its first shard ends.
-    emit({"event": "job_start", "stages": job_names, "total": len(expected), "rows": sum(expected.values())})
+        recs = {name: shard_record(ctx.fps[name], a["rows"], a["kept"], a["rejects"], a["parts"])
+                for name in job_names for a in [agg[(shard, name)]]}
+        ledger.finish(shard, recs, expected[shard])
 
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         touched = []
         for r in batch.to_pylist():  # one writer report covers every stage of its rows: add it all first
-            a = agg[(r["shard"], r["stage"])]
-            a["rows"] += r["rows"]
-            a["kept"] += r["kept"]
-            a["rejects"].update(json.loads(r["rejects"]))
-            if r["part"]:
-                a["parts"].append(r["part"])
+            add_report(agg[(r["shard"], r["stage"])], r)
             touched.append(r["shard"])
         for shard in dict.fromkeys(touched):
             if not all_at_end and shard not in finished and agg[(shard, job_names[0])]["rows"] == expected[shard]:
@@ -124,36 +150,13 @@ def collect(ds: Any, job_names: list[str], expected: dict[str, int], store: RunS
             raise RuntimeError(f"{job_names[0]}: shard {shard} produced {got} rows for {n} inputs; not marked done")
         if shard not in finished:
             finish(shard)
-    _write_timing(store, job_names, sum(expected.values()), time.perf_counter() - t0)
+    ledger.close()
 
 
-def _write_timing(store: RunStore, names: list[str], rows: int, seconds: float) -> None:
-    for name in names:
-        fs.write_json(store.uri(name, "timing.json"), {"rows": rows, "seconds": round(seconds, 3),
-                                                       "fused_with": names})
-
-
-def run_global_stage(stage: Stage, prev: str, store: RunStore, cfg: Config, fps: dict[str, str],
-                     emit: Event) -> None:
-    import ray
-
-    names = list(cfg.run.stages or all_stages())
-    check_upstream_complete(store, prev)
-    plan = [s["shard"] for s in load_plan(store)]
-    done = store.done_records(stage.name)
-    if all(done.get(sh, {}).get("fingerprint") == fps[stage.name] for sh in plan):
-        return
-    for sh in plan:
-        store.clear_shard(stage.name, sh)
-    base_done = store.done_records(prev)
-    expected = {sh: base_done[sh]["kept"] for sh in plan}
-    sources = sources_of(list(stage.required_columns()), names[: names.index(stage.name)])
-    items = job_items(store, plan, prev, sources)
-    ds = loaded_rows(items, prev, sources)
-    ctx = GlobalContext(config=cfg, store=store, cache_uri=store.uri(stage.name, "cache"),
-                        input_fingerprint=fps[prev], seed=cfg.run.seed, num_cpus=ray.cluster_resources().get("CPU", 1))
-    out = stage.run_global(ds, ctx)
-    out = out.map_batches(write_task, batch_size=None, batch_format="pyarrow", num_cpus=0.25,
-                          fn_kwargs={"out": store.out, "stages": [stage.name],
-                                     "produces": {stage.name: list(stage.produces)}})
-    collect(out, [stage.name], expected, store, fps, emit, all_at_end=True)
+def add_report(agg: dict[str, Any], report: dict[str, Any]) -> None:
+    """Add one writer report (rows, kept, rejects as JSON, a part file) to a stage's running sums."""
+    agg["rows"] += report["rows"]
+    agg["kept"] += report["kept"]
+    agg["rejects"].update(json.loads(report["rejects"]))
+    if report["part"]:
+        agg["parts"].append(report["part"])

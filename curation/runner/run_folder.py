@@ -10,8 +10,9 @@ import yaml
 from curation import __version__
 from curation.config import Config, ConfigError
 from curation.io import fs
-from curation.runner.store import RunStore
 from curation.models.weights import random_weight_stages
+from curation.runner.store import RunStore
+from curation.stages.dag import weight_files
 
 
 def _changed_sections(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -21,12 +22,12 @@ def _changed_sections(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def init_run_folder(store: RunStore, cfg: Config, input_uri: str, stage: str | None, reconfigure: bool) -> None:
     info = store.read_run_info()
-    if stage not in (None, "ingest"):
-        if not fs.exists(fs.join(input_uri, "run.json")):
-            raise ConfigError(f"--stage {stage} reads a previous run folder, and {input_uri} is not one "
-                              f"(no run.json); run the earlier stages first")
+    if stage not in (None, "ingest") and not fs.exists(fs.join(input_uri, "run.json")):
+        raise ConfigError(f"--stage {stage} reads a previous run folder, and {input_uri} is not one "
+                          f"(no run.json); run the earlier stages first")
     if info and info.get("config_hash") != cfg.hash() and not reconfigure:
-        old_cfg = yaml.safe_load(fs.read_bytes(store.uri("config.yaml"))) if fs.exists(store.uri("config.yaml")) else {}
+        saved = store.uri("config.yaml")
+        old_cfg = yaml.safe_load(fs.read_bytes(saved)) if fs.exists(saved) else {}
         changed = _changed_sections(old_cfg or {}, cfg.to_dict()) or ["run"]
         raise ConfigError(f"{store.out} was written with a different config (changed: {', '.join(changed)}); "
                           f"add --reconfigure to redo only the affected stages, or use a new --output")
@@ -40,7 +41,8 @@ def init_run_folder(store: RunStore, cfg: Config, input_uri: str, stage: str | N
            "config_hash": cfg.hash(), "updated_at": time.time(),
            # Stages run with random weights (asked for by name) are carried into the ledger and
            # the manifest, so no output of such a run can pass for a real one.
-           "random_weights": sorted(set((info or {}).get("random_weights", [])) | set(random_weight_stages(cfg)))}
+           "random_weights": sorted(set((info or {}).get("random_weights", []))
+                                    | set(random_weight_stages(weight_files(cfg))))}
     if upstream is not None:
         run["input"] = (RunStore(upstream).read_run_info() or {}).get("input", upstream)
     fs.write_bytes(store.uri("config.yaml"), cfg.to_yaml().encode())

@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 
 from curation.arrowutil import null_column, set_column, to_array
 from curation.config import Config
-from curation.stages.filters import FilterRule, apply_rules
 from curation.schema import ERROR, REJECT, REJECT_STAGE
+from curation.stages.filters import FilterRule, apply_rules
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +26,10 @@ log = logging.getLogger(__name__)
 class StageRunner:
     def __init__(self, stage_cls: type, config: Config, rules: list[FilterRule], num_threads: int):
         self.stage = stage_cls(config)
-        self.stage.num_threads = num_threads
         self.rules = rules
-        self._set_threads(num_threads)
-        self.stage.setup()
+        self.stage.setup(num_threads)
         self.seconds = 0.0
         self.drop = _unneeded_after(self.stage.name, config)
-
-    @staticmethod
-    def _set_threads(n: int) -> None:
-        import sys
-
-        if "torch" in sys.modules:  # a stage that uses torch imported it already
-            sys.modules["torch"].set_num_threads(max(1, n))
 
     def __call__(self, table: pa.Table) -> pa.Table:
         name = self.stage.name
@@ -125,9 +116,9 @@ def _unneeded_after(name: str, config: Config) -> frozenset[str]:
     """Columns a batch can shed once stage `name` is done with it: produced outside the map
     stages (by `ingest`; the writer stores only what the job's own stages produce) and read by no
     later map stage of the same fused segment (global stages load their inputs afresh)."""
-    from curation.stages.registry import all_stages, get_stage
+    from curation.stages.dag import all_stages, get_stage, run_stages
 
-    names = list(config.run.stages or all_stages())
+    names = run_stages(config)
     if name not in names:
         return frozenset()
     needed: set[str] = set()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from curation.config import Config, StageConfig
+from curation.models.device import check_device, set_threads, torch_device
+from curation.models.weights import WeightFile, resolve
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -38,7 +40,6 @@ class Resources:
 class Stage:
     name: ClassVar[str]
     kind: ClassVar[str] = "map"
-    order: ClassVar[int]  # position in the DAG
     requires: ClassVar[tuple[str, ...]] = ()  # columns read (from earlier stages)
     produces: ClassVar[tuple[str, ...]] = ()  # columns added (declared in schema.py)
     rejects: ClassVar[tuple[str, ...]] = ()  # reasons this stage may give, for docs and `curate stages`
@@ -53,7 +54,7 @@ class Stage:
 
     def __init__(self, config: Config):
         self.config = config
-        self.cfg = config.stages.get(self.name) if config.stages else None
+        self.params = config.stages.get(self.name) if config.stages else None
 
     # -- configuration -------------------------------------------------------------------------
     def config_sections(self) -> tuple[str, ...]:
@@ -64,7 +65,7 @@ class Stage:
         return self.requires
 
     def effective_resources(self) -> Resources:
-        r, c = self.resources, self.cfg
+        r, c = self.resources, self.params
         if c is not None:
             r = Resources(
                 num_cpus=r.num_cpus if c.num_cpus is None else c.num_cpus,
@@ -82,8 +83,9 @@ class Stage:
         """Start-up checks before any work (weights present, config consistent). Raise to stop."""
 
     # -- work ----------------------------------------------------------------------------------
-    def setup(self) -> None:
-        """Load models. Called once per actor (stateful) or once per task."""
+    def setup(self, num_threads: int | None = None) -> None:
+        """Load models. Called once per actor (stateful) or once per task, with the intra-op
+        threads the runner gives it (None: the stage's own CPUs)."""
 
     def process(self, table: pa.Table) -> dict[str, Any]:
         """map stages: columns for every row of `table` (kept rows with `required_columns()`).
@@ -98,3 +100,51 @@ class Stage:
         `required_columns()`. Return a Ray Dataset with `id`, `input_shard`, `produces` and
         `reject` (null when kept) for every input row. `ctx` is a GlobalContext."""
         raise TypeError(f"stage {self.name} is not a global stage")
+
+
+class ModelStage(Stage):
+    """A map stage that runs a model, loaded once per Ray actor.
+
+    The run's start-up calls `check()` on the driver for every stage before any work: the
+    `device:` value, the model's own checks (`check_model()`), then every weight file resolved
+    (a missing one is an error that says how to stage it). Each actor then calls
+    `setup(num_threads)`: torch's threads follow the CPUs the actor was given, and `load()` builds
+    the model from the resolved files.
+    """
+
+    stateful = True
+    uses_gpu = True
+
+    def weight_files(self) -> list[WeightFile]:
+        """Files the model loads (each names its config key and how to stage it)."""
+        return []
+
+    @property
+    def random_weights(self) -> bool:
+        """True when the config asked for random weights by name (tests, benchmarks)."""
+        return any(w.random for w in self.weight_files())
+
+    def check(self) -> None:
+        check_device(getattr(self.params, "device", None), f"{self.name}.device")
+        self.check_model()
+        resolve(self.weight_files())
+
+    def check_model(self) -> None:
+        """Model-specific start-up checks; raise ConfigError to stop the run."""
+
+    def setup(self, num_threads: int | None = None) -> None:
+        threads = set_threads(num_threads or self.effective_resources().num_cpus)
+        self.load(resolve(self.weight_files()), threads)
+
+    def load(self, found: dict[str, Any], threads: int) -> None:
+        """Build the model from `found` (weight file name -> where it was found)."""
+        raise TypeError(f"model stage {self.name} defines no load()")
+
+    def device(self) -> str:
+        """Where this actor runs the model: the `device:` value, else what Ray gave it."""
+        return torch_device(getattr(self.params, "device", None))
+
+    def weight_path(self, found: dict[str, Any], index: int = 0) -> Any:
+        """Path of weight file `index`, or None when it is random."""
+        w = self.weight_files()[index]
+        return None if w.random else found[w.file].path

@@ -68,7 +68,6 @@ def _assign(batch: pa.Table, centroids: np.ndarray, parents: list[np.ndarray], n
 class ClusterStage(Stage):
     name = "cluster"
     kind = "global"
-    order = 100
     requires = ("clip",)
     produces = (*LEVEL_COLUMNS, "cluster_distance")
     rejects = ()
@@ -80,7 +79,7 @@ class ClusterStage(Stage):
 
     @property
     def _cfg(self) -> ClusterConfig:
-        return self.cfg or ClusterConfig()
+        return self.params or ClusterConfig()
 
     def levels(self) -> list[Level]:
         cfg = self._cfg
@@ -89,7 +88,8 @@ class ClusterStage(Stage):
     def check(self) -> None:
         cfg = self._cfg
         if not 1 <= len(cfg.k) <= MAX_LEVELS:
-            raise ConfigError(f"cluster.k: 1 to {MAX_LEVELS} levels (schema has cluster_l1..l{MAX_LEVELS}), got {cfg.k}")
+            raise ConfigError(f"cluster.k: 1 to {MAX_LEVELS} levels (schema has cluster_l1..l{MAX_LEVELS}), "
+                              f"got {cfg.k}")
         if not len(cfg.k) == len(cfg.n_resampling_steps) == len(cfg.sample_size):
             raise ConfigError("cluster.k, cluster.n_resampling_steps and cluster.sample_size need one entry per level")
         if cfg.resample_strategy not in ("closest", "random"):
@@ -109,7 +109,8 @@ class ClusterStage(Stage):
             sample = columns_of(ds, ["clip"])
             if cfg.fit_sample_size < n:
                 sample = sample.random_sample(1.1 * cfg.fit_sample_size / n, seed=ctx.seed)
-            x = np.concatenate([v[m] for v, m in (vectors(b["clip"]) for b in sample.iter_batches(batch_format="pyarrow"))])
+            batches = sample.iter_batches(batch_format="pyarrow")
+            x = np.concatenate([v[m] for v, m in (vectors(b["clip"]) for b in batches)])
             h = hierarchical_kmeans(x, self.levels(), cfg.n_iter, ctx.seed, cfg.resample_strategy, cfg.normalize,
                                     init_points_per_centroid=cfg.init_points_per_centroid,
                                     fit_points_per_centroid=cfg.fit_points_per_centroid)

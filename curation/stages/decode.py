@@ -36,7 +36,6 @@ class DecodeConfig(StageConfig):
 class DecodeStage(Stage):
     name = "decode"
     kind = "map"
-    order = 10
     requires = ("image",)
     produces = ("width", "height", "format", "mode", "orientation")
     rejects = ("empty_file", "not_an_image", "truncated", "corrupt", "unsupported_format", "animated",
@@ -55,7 +54,7 @@ class DecodeStage(Stage):
         return out
 
     def validate(self, data: bytes | None) -> tuple[dict[str, Any], str | None]:
-        c = self.cfg
+        c = self.params
         if not data:
             return {}, "empty_file"
         try:

@@ -16,10 +16,10 @@ import pyarrow as pa
 
 from curation.config import StageConfig
 from curation.models.inputs import decode_rows
-from curation.models.weights import RANDOM, WeightFile, resolve
+from curation.models.weights import WeightFile
 from curation.models.yolo import DEFAULT_MODEL, YoloDetector, check_random_architecture, weight_file
 from curation.schema import REJECT
-from curation.stages.base import Resources, Stage
+from curation.stages.base import ModelStage, Resources
 from curation.stages.registry import register_stage
 
 
@@ -36,48 +36,32 @@ class DetectConfig(StageConfig):
 
 
 @register_stage
-class DetectStage(Stage):
+class DetectStage(ModelStage):
     name = "detect"
     kind = "map"
-    order = 20
     requires = ("image", "width", "height")
     produces = ("person_boxes", "num_persons", "max_person_short_side")
     rejects = ("error:detect",)
     # GPU: fp16 (ultralytics `quantize=16`), 64 images a batch (letterboxed to imgsz).
     resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=16, gpu_batch_size=64, cost=0.16)
-    stateful = True
-    uses_gpu = True
     Config = DetectConfig
     description = "YOLO person boxes (x0,y0,x1,y1,score, original pixels) and the largest person's short side"
 
     def weight_files(self) -> list[WeightFile]:
-        return [weight_file(self.name, self.cfg.model, self.cfg.weights)]
+        return [weight_file(self.name, self.params.model, self.params.weights)]
 
-    @property
-    def random_weights(self) -> bool:
-        return self.cfg.weights == RANDOM
-
-    def check(self) -> None:
-        from curation.models.device import check_device
-
-        check_device(self.cfg.device, "detect.device")
+    def check_model(self) -> None:
         if self.random_weights:
-            check_random_architecture(self.cfg.model, "detect.weights")
-        resolve(self.weight_files())
+            check_random_architecture(self.params.model, "detect.weights")
 
-    def setup(self) -> None:
-        from curation.models.device import set_threads, torch_device
-
-        set_threads(getattr(self, "num_threads", None) or self.effective_resources().num_cpus)
-        found = resolve(self.weight_files())
-        c = self.cfg
-        path = None if self.random_weights else found[self.weight_files()[0].file].path
-        self.model = YoloDetector(path, model=c.model, imgsz=c.imgsz, conf=c.conf, iou=c.iou,
-                                  max_det=c.max_det, person_class=c.person_class,
-                                  device=torch_device(c.device), seed=self.config.run.seed)
+    def load(self, found: dict[str, Any], threads: int) -> None:
+        c = self.params
+        self.model = YoloDetector(self.weight_path(found), model=c.model, imgsz=c.imgsz, conf=c.conf, iou=c.iou,
+                                  max_det=c.max_det, person_class=c.person_class, device=self.device(),
+                                  seed=self.config.run.seed)
 
     def process(self, table: pa.Table) -> dict[str, Any]:
-        arrays, factors, errors = decode_rows(table, long_side=self.cfg.imgsz)
+        arrays, factors, errors = decode_rows(table, long_side=self.params.imgsz)
         ok = [i for i, a in enumerate(arrays) if a is not None]
         dets = self.model([arrays[i] for i in ok])
         n = table.num_rows

@@ -16,9 +16,9 @@ import pyarrow as pa
 from curation.config import StageConfig
 from curation.models import clip as clip_models
 from curation.models.inputs import decode_rows
-from curation.models.weights import RANDOM, WeightFile, resolve
+from curation.models.weights import WeightFile
 from curation.schema import REJECT
-from curation.stages.base import Resources, Stage
+from curation.stages.base import ModelStage, Resources
 from curation.stages.registry import register_stage
 
 
@@ -31,47 +31,31 @@ class EmbedConfig(StageConfig):
 
 
 @register_stage
-class EmbedStage(Stage):
+class EmbedStage(ModelStage):
     name = "embed"
     kind = "map"
-    order = 40
     requires = ("image", "width", "height")
     produces = ("clip",)
     rejects = ("error:embed",)
     # GPU: float16 autocast (models/clip.py); vectors are stored as float16 anyway.
     resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=32, gpu_batch_size=256, cost=0.11)
-    stateful = True
-    uses_gpu = True
     Config = EmbedConfig
     description = "open_clip image embedding, L2-normalised, float16 fixed-size vector"
 
     def weight_files(self) -> list[WeightFile]:
-        c = self.cfg
+        c = self.params
         return [clip_models.weight_file(self.name, "embed.weights", c.model, c.pretrained, c.weights)]
 
     @property
-    def random_weights(self) -> bool:
-        return self.cfg.weights == RANDOM
-
-    @property
     def dim(self) -> int:
-        return clip_models.embed_dim(self.cfg.model)
+        return clip_models.embed_dim(self.params.model)
 
-    def check(self) -> None:
-        from curation.models.device import check_device
+    def check_model(self) -> None:
+        clip_models.check_model(self.params.model, self.params.pretrained, "embed")
 
-        check_device(self.cfg.device, "embed.device")
-        clip_models.check_model(self.cfg.model, self.cfg.pretrained, "embed")
-        resolve(self.weight_files())
-
-    def setup(self) -> None:
-        from curation.models.device import set_threads, torch_device
-
-        set_threads(getattr(self, "num_threads", None) or self.effective_resources().num_cpus)
-        c = self.cfg
-        w = self.weight_files()[0]
-        path = None if w.random else resolve([w])[w.file].path
-        self.model = clip_models.ClipModel(c.model, c.pretrained, path, device=torch_device(c.device),
+    def load(self, found: dict[str, Any], threads: int) -> None:
+        c = self.params
+        self.model = clip_models.ClipModel(c.model, c.pretrained, self.weight_path(found), device=self.device(),
                                            seed=self.config.run.seed)
 
     def process(self, table: pa.Table) -> dict[str, Any]:

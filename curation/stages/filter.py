@@ -11,9 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from curation.stages.filters import apply_rules, parse_rules
 from curation.schema import REJECT
 from curation.stages.base import Resources, Stage
+from curation.stages.filters import apply_rules, parse_rules
 from curation.stages.registry import register_stage
 
 
@@ -21,7 +21,6 @@ from curation.stages.registry import register_stage
 class FilterStage(Stage):
     name = "filter"
     kind = "map"
-    order = 70
     produces = ()
     rejects = ("min_<column>", "max_<column>")
     resources = Resources(num_cpus=0.5, batch_size=4096)

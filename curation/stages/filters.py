@@ -13,19 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-
-# Named thresholds whose key does not follow min_/max_<column>: the recipe's own vocabulary.
-ALIASES: dict[str, tuple[str, str]] = {
-    "min_person_short_side": ("min", "max_person_short_side"),  # the largest person is big enough
-}
-
-
-def rule_target(key: str) -> tuple[str, str]:
-    """(op, column) for a filter key."""
-    if key in ALIASES:
-        return ALIASES[key]
-    op, _, column = key.partition("_")
-    return op, column
+from curation.config import rule_target
 
 
 @dataclass(frozen=True)

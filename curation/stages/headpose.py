@@ -20,7 +20,7 @@ from curation.config import ConfigError, StageConfig
 from curation.models.inputs import decode_rows, sizes
 from curation.models.weights import WeightFile
 from curation.schema import REJECT
-from curation.stages.base import Resources, Stage
+from curation.stages.base import ModelStage, Resources
 from curation.stages.registry import register_stage
 
 
@@ -38,10 +38,9 @@ class HeadposeConfig(StageConfig):
 
 
 @register_stage
-class HeadposeStage(Stage):
+class HeadposeStage(ModelStage):
     name = "headpose"
     kind = "map"
-    order = 30
     requires = ("image", "width", "height", "person_boxes")
     produces = ("head_yaw", "head_pitch", "head_roll", "head_found")
     rejects = ("error:headpose",)
@@ -49,14 +48,11 @@ class HeadposeStage(Stage):
     # bound by launches, not arithmetic, so half precision buys little and would move the landmarks
     # PnP reads. The GPU batch only amortises the per-batch overhead.
     resources = Resources(num_cpus=1.0, num_gpus=0.1, batch_size=16, gpu_batch_size=32, cost=0.13)
-    stateful = True
-    uses_gpu = True
     Config = HeadposeConfig
     description = "yaw/pitch/roll (degrees) of the largest person's face: MTCNN landmarks + PnP"
-    random_weights = False  # MTCNN's weights ship inside facenet-pytorch
 
     def weight_files(self) -> list[WeightFile]:
-        if self.cfg.backend != "mtcnn":
+        if self.params.backend != "mtcnn":
             return []
         import facenet_pytorch
 
@@ -64,23 +60,17 @@ class HeadposeStage(Stage):
         return [WeightFile(self.name, "headpose.backend", f"facenet_pytorch/{n}", "package", str(data / n))
                 for n in ("pnet.pt", "rnet.pt", "onet.pt")]
 
-    def check(self) -> None:
-        from curation.models.device import check_device
-        from curation.models.headpose import BACKENDS
-        from curation.models.weights import resolve
-
-        if self.cfg.backend not in BACKENDS:
-            raise ConfigError(f"headpose.backend: unknown {self.cfg.backend!r} (known: {', '.join(BACKENDS)})")
-        check_device(self.cfg.device, "headpose.device")
-        resolve(self.weight_files())
-
-    def setup(self) -> None:
-        from curation.models.device import set_threads, torch_device
+    def check_model(self) -> None:
         from curation.models.headpose import BACKENDS
 
-        set_threads(getattr(self, "num_threads", None) or self.effective_resources().num_cpus)
-        c = self.cfg
-        self.model = BACKENDS[c.backend](device=torch_device(c.device), min_face_size=c.min_face_size,
+        if self.params.backend not in BACKENDS:
+            raise ConfigError(f"headpose.backend: unknown {self.params.backend!r} (known: {', '.join(BACKENDS)})")
+
+    def load(self, found: dict[str, Any], threads: int) -> None:
+        from curation.models.headpose import BACKENDS
+
+        c = self.params  # MTCNN's weights ship inside facenet-pytorch, which loads them itself
+        self.model = BACKENDS[c.backend](device=self.device(), min_face_size=c.min_face_size,
                                          min_score=c.min_face_score)
 
     def _salient(self, boxes: list | None) -> list[float] | None:
@@ -89,7 +79,7 @@ class HeadposeStage(Stage):
         return max(boxes, key=lambda b: ((b[2] - b[0]) * (b[3] - b[1]), b[4]))
 
     def process(self, table: pa.Table) -> dict[str, Any]:
-        c = self.cfg
+        c = self.params
         widths, heights = sizes(table)
         salient = [self._salient(b) for b in table.column("person_boxes").to_pylist()]
         short_sides = []
@@ -119,7 +109,7 @@ class HeadposeStage(Stage):
         if box is None:
             return None
         x0, y0, x1, y1 = (v / factor for v in box[:4])
-        mx, my = (x1 - x0) * self.cfg.box_margin, (y1 - y0) * self.cfg.box_margin
+        mx, my = (x1 - x0) * self.params.box_margin, (y1 - y0) * self.params.box_margin
         h, w = shape[:2]
         return (max(0, int(x0 - mx)), max(0, int(y0 - my)), min(w, math.ceil(x1 + mx)),
                 min(h, math.ceil(y1 + my)))

@@ -56,7 +56,6 @@ class IngestConfig(StageConfig):
 class IngestStage(Stage):
     name = "ingest"
     kind = "read"
-    order = 0
     produces = ("source", "image", "bytes", "content_hash", "caption")
     rejects = ("hidden", "symlink", "hardlink", "fifo", "socket", "device", "is_a_directory", "outside_input",
                "dangling_symlink", "symlink_loop", "already_listed", "unreadable", "vanished", "too_large",
@@ -71,22 +70,22 @@ class IngestStage(Stage):
     description = "image folders, URL lists (parquet/csv/jsonl) of http(s)/s3 URLs, WebDataset tars; local or s3://"
 
     def plan(self, input_uri: str) -> list[dict[str, Any]]:
-        c = self.cfg
+        c = self.params
         return plan_shards(input_uri, c.shard_size, c.url_column, c.follow_symlinks, c.max_list_bytes,
                            c.min_shards, c.shard_bytes)
 
     def check(self) -> None:
         # A scheme the fetcher cannot read would only turn every such row into scheme_not_allowed.
-        unknown = sorted({str(s).lower() for s in self.cfg.allowed_schemes} - set(SUPPORTED_SCHEMES))
+        unknown = sorted({str(s).lower() for s in self.params.allowed_schemes} - set(SUPPORTED_SCHEMES))
         if unknown:
             raise ConfigError(f"ingest.allowed_schemes: URL rows cannot be fetched over {', '.join(unknown)} "
                               f"(choose from {', '.join(SUPPORTED_SCHEMES)})")
-        bad = check_networks(self.cfg.allow_networks)
+        bad = check_networks(self.params.allow_networks)
         if bad is not None:
             raise ConfigError(f"ingest.allow_networks: {bad!r} is not a network (write a CIDR like 10.1.0.0/16)")
 
     def policy(self) -> FetchPolicy:
-        c = self.cfg
+        c = self.params
         return FetchPolicy(timeout_s=c.timeout_s, budget_s=c.request_budget_s, retries=c.retries,
                            max_bytes=c.max_bytes, max_redirects=c.max_redirects,
                            allowed_schemes=tuple(str(s).lower() for s in c.allowed_schemes),
@@ -131,25 +130,25 @@ class IngestStage(Stage):
         if reject is not None:  # found while listing: no byte of it is read
             return source, None, None, reject, None
         if not fs.is_remote(source):
-            data, reason = listing.read_local_capped(read_path or source, self.cfg.max_bytes)
+            data, reason = listing.read_local_capped(read_path or source, self.params.max_bytes)
             return source, data, None, reason, None
         try:
             size = fs.file_size(source)
-            if size is not None and size > self.cfg.max_bytes:
+            if size is not None and size > self.params.max_bytes:
                 return source, None, None, "too_large", None
             with fs.open_stream(source) as f:
-                data, reason = fs.read_stream_capped(f, self.cfg.max_bytes)
+                data, reason = fs.read_stream_capped(f, self.params.max_bytes)
         except OSError as exc:
             return source, None, None, "unreadable", str(exc)[:300]
         return source, data, None, reason, None
 
     def _iter_urls(self, spec: dict[str, Any]) -> Iterator[tuple]:
-        table = read_url_table(spec["uri"], self.cfg.url_column, self.cfg.max_list_bytes, spec.get("path"))
+        table = read_url_table(spec["uri"], self.params.url_column, self.params.max_list_bytes, spec.get("path"))
         table = table.slice(spec["start"], spec["stop"] - spec["start"])
-        urls = [str(u) if u is not None else "" for u in table.column(self.cfg.url_column).to_pylist()]
-        caps = (table.column(self.cfg.caption_column).to_pylist()
-                if self.cfg.caption_column in table.column_names else [None] * len(urls))
-        policy, threads = self.policy(), self.cfg.download_threads
+        urls = [str(u) if u is not None else "" for u in table.column(self.params.url_column).to_pylist()]
+        caps = (table.column(self.params.caption_column).to_pylist()
+                if self.params.caption_column in table.column_names else [None] * len(urls))
+        policy, threads = self.policy(), self.params.download_threads
         # A window of downloads runs ahead of the row being yielded: the next chunk downloads while
         # this one is decoded, and no more than the window is held in memory.
         window = max(2 * threads, 128)
@@ -170,7 +169,7 @@ class IngestStage(Stage):
         return redact(urls[k]), data, None if caps[k] is None else str(caps[k]), reason, None
 
     def _iter_tar(self, uri: str, path: str | None = None) -> Iterator[tuple]:
-        for s in tars.iter_samples(uri, self.cfg.max_bytes, self.cfg.max_inflate_ratio, path):
+        for s in tars.iter_samples(uri, self.params.max_bytes, self.params.max_inflate_ratio, path):
             source = f"{uri}#{s.key}"
             data = tars.image_member(s) if s.reject is None else None
             reject = s.reject or (None if data is not None else "no_image_in_sample")

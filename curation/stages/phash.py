@@ -55,7 +55,7 @@ class PhashConfig(StageConfig):
 def upstream_columns(stage: Stage, columns: tuple[str, ...]) -> list[str]:
     """Those of `columns` that a stage before `stage` in this run's DAG produces: the keep policy
     ranks by `aesthetic` when the quality stage runs, and silently without it when it does not."""
-    from curation.stages.registry import all_stages, producer_of
+    from curation.stages.dag import all_stages, producer_of
 
     run_stages = (stage.config.run.stages if stage.config is not None else None) or list(all_stages())
     before = run_stages[: run_stages.index(stage.name)] if stage.name in run_stages else run_stages
@@ -104,7 +104,6 @@ def _output_batch(batch: pa.Table) -> pa.Table:
 class PhashStage(Stage):
     name = "phash"
     kind = "global"
-    order = 80
     requires = ("image", "content_hash", "width", "height")
     produces = ("phash", "dup_of")
     rejects = ("exact_duplicate", "near_duplicate", "phash_failed")
@@ -116,7 +115,7 @@ class PhashStage(Stage):
 
     @property
     def _cfg(self) -> PhashConfig:
-        return self.cfg or PhashConfig()
+        return self.params or PhashConfig()
 
     def optional_columns(self) -> tuple[str, ...]:
         """Keep-policy columns used when present (e.g. `aesthetic`), not required."""

@@ -19,7 +19,7 @@ from curation.models import aesthetic
 from curation.models import clip as clip_models
 from curation.models.weights import RANDOM, WeightFile, resolve
 from curation.schema import REJECT
-from curation.stages.base import Resources, Stage
+from curation.stages.base import ModelStage, Resources
 from curation.stages.registry import register_stage
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,14 @@ class QualityConfig(StageConfig):
 
 
 @register_stage
-class QualityStage(Stage):
+class QualityStage(ModelStage):
     name = "quality"
     kind = "map"
-    order = 50
     requires = ("clip",)
     produces = ("aesthetic", "realism")
     rejects = ("error:quality",)
     # Two tiny matrix products per row: a CPU stage even on GPU nodes.
     resources = Resources(num_cpus=0.5, num_gpus=0.0, batch_size=256, cost=0.001)
-    stateful = True
     uses_gpu = False
     Config = QualityConfig
     description = "LAION aesthetic head and CLIP zero-shot realism, from embed's stored vectors"
@@ -54,7 +52,7 @@ class QualityStage(Stage):
         return self.config.stages["embed"]
 
     def head_spec(self) -> aesthetic.HeadSpec:
-        name = self.cfg.head
+        name = self.params.head
         if name == "auto":
             name = aesthetic.AUTO.get(self.embed_cfg.model)
             if name is None:
@@ -68,13 +66,9 @@ class QualityStage(Stage):
         e = self.embed_cfg
         # The CLIP file is embed's (same key, same file): the text tower must match the vectors.
         return [clip_models.weight_file(self.name, "embed.weights", e.model, e.pretrained, e.weights),
-                aesthetic.weight_file(self.name, self.head_spec(), self.cfg.weights)]
+                aesthetic.weight_file(self.name, self.head_spec(), self.params.weights)]
 
-    @property
-    def random_weights(self) -> bool:
-        return any(w.random for w in self.weight_files())
-
-    def check(self) -> None:
+    def check_model(self) -> None:
         spec, e = self.head_spec(), self.embed_cfg
         dim = clip_models.embed_dim(e.model)
         if spec.dim != dim:
@@ -85,6 +79,9 @@ class QualityStage(Stage):
                         "rank images but are not calibrated to LAION's 1-10 scale", spec.name,
                         *spec.trained_on, e.model, e.pretrained)
         clip_models.check_model(e.model, e.pretrained, "embed")
+
+    def check(self) -> None:
+        super().check()
         found = resolve(self.weight_files())
         # The run's start-up check runs on the driver before any actor starts: computing the
         # realism class embeddings here puts them in the node's disk cache once per run (never,
@@ -94,23 +91,17 @@ class QualityStage(Stage):
     def _class_embeddings(self, found: dict) -> tuple[np.ndarray, float]:
         from curation.models.realism import class_embeddings
 
-        e, clip_w = self.embed_cfg, self.weight_files()[0]
-        path = None if clip_w.random else found[clip_w.file].path
-        return class_embeddings(e.model, e.pretrained, path, self.config.run.seed)
+        e = self.embed_cfg
+        return class_embeddings(e.model, e.pretrained, self.weight_path(found), self.config.run.seed)
 
-    def setup(self) -> None:
-        from curation.models.device import set_threads
+    def load(self, found: dict[str, Any], threads: int) -> None:
         from curation.models.realism import RealismScorer
 
-        set_threads(getattr(self, "num_threads", None) or self.effective_resources().num_cpus)
-        found = resolve(self.weight_files())
         # Realism needs CLIP's text tower only for the prompts' class embeddings: those come from
         # the disk cache (the driver's check() or an earlier actor filled it), else from embed's
         # model when it runs in this actor, else from a text tower built once here.
         self.realism = RealismScorer(*self._class_embeddings(found))
-        head_w = self.weight_files()[1]
-        self.head = aesthetic.AestheticHead(self.head_spec(), None if head_w.random else found[head_w.file].path,
-                                            seed=self.config.run.seed)
+        self.head = aesthetic.AestheticHead(self.head_spec(), self.weight_path(found, 1), seed=self.config.run.seed)
 
     def process(self, table: pa.Table) -> dict[str, Any]:
         col = table.column("clip").combine_chunks()

@@ -1,4 +1,4 @@
-"""Stages register by name; `curate stages`, the config and the runner read this registry."""
+"""Stages register their class by name when their module is imported; `stages/dag.py` orders them."""
 
 from __future__ import annotations
 
@@ -18,35 +18,11 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
-def _discover() -> None:
+def registered() -> dict[str, type[Stage]]:
+    """Every stage class in curation/stages/, by name (import order)."""
     import curation.stages as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
         if mod.name not in _NOT_STAGE_MODULES and not mod.name.startswith("_"):
             importlib.import_module(f"curation.stages.{mod.name}")
-
-
-def all_stages() -> dict[str, type[Stage]]:
-    """Every registered stage, in DAG order."""
-    _discover()
-    return dict(sorted(_STAGES.items(), key=lambda kv: kv[1].order))
-
-
-def get_stage(name: str) -> type[Stage]:
-    stages = all_stages()
-    if name not in stages:
-        import difflib
-
-        near = difflib.get_close_matches(name, list(stages), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        from curation.config import ConfigError
-
-        raise ConfigError(f"unknown stage {name!r}{hint}; `curate stages` lists them")
-    return stages[name]
-
-
-def producer_of(column: str) -> str | None:
-    for name, cls in all_stages().items():
-        if column in cls.produces:
-            return name
-    return None
+    return dict(_STAGES)

@@ -60,7 +60,6 @@ def _select(rows: pa.Table, clusters: np.ndarray, quota: np.ndarray, strategy: s
 class SampleStage(Stage):
     name = "sample"
     kind = "global"
-    order = 110
     requires = (*LEVEL_COLUMNS, "cluster_distance")
     produces = ("selected",)
     rejects = ("not_selected",)
@@ -70,7 +69,7 @@ class SampleStage(Stage):
 
     @property
     def _cfg(self) -> SampleConfig:
-        return self.cfg or SampleConfig()
+        return self.params or SampleConfig()
 
     def n_levels(self) -> int:
         cluster_cfg = (self.config.stages or {}).get("cluster") if self.config else None

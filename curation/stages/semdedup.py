@@ -105,7 +105,6 @@ def _dedup_cluster(rows: pa.Table, eps: float, max_cluster_size: int, keep: list
 class SemdedupStage(Stage):
     name = "semdedup"
     kind = "global"
-    order = 90
     requires = ("clip", "width", "height")
     produces = ("semdup_of",)
     rejects = ("semantic_duplicate",)
@@ -118,7 +117,7 @@ class SemdedupStage(Stage):
 
     @property
     def _cfg(self) -> SemdedupConfig:
-        return self.cfg or SemdedupConfig()
+        return self.params or SemdedupConfig()
 
     def optional_columns(self) -> tuple[str, ...]:
         return tuple(c for c in KeepPolicy(tuple(self._cfg.keep)).columns() if c not in self.requires and c != "id")

@@ -17,7 +17,7 @@ from curation.config import ConfigError, StageConfig
 from curation.models.inputs import decode_rows
 from curation.models.weights import WeightFile
 from curation.schema import REJECT
-from curation.stages.base import Resources, Stage
+from curation.stages.base import ModelStage, Resources
 from curation.stages.registry import register_stage
 
 
@@ -38,20 +38,16 @@ class TextConfig(StageConfig):
 
 
 @register_stage
-class TextStage(Stage):
+class TextStage(ModelStage):
     name = "text"
     kind = "map"
-    order = 60
     requires = ("image", "width", "height")
     produces = ("text_area", "text_boxes")
     rejects = ("error:text",)
     # On the CPU through onnxruntime; on a GPU through torch (same graphs, same answers: tests).
     resources = Resources(num_cpus=1.0, num_gpus=0.25, batch_size=16, gpu_batch_size=32, cost=0.62)
-    stateful = True
-    uses_gpu = True
     Config = TextConfig
     description = "PP-OCRv4 (rapidocr; onnxruntime on CPU, torch on GPU) text/watermark overlay: area and boxes"
-    random_weights = False  # PP-OCRv4 ships inside rapidocr-onnxruntime
 
     def weight_files(self) -> list[WeightFile]:
         from pathlib import Path
@@ -61,23 +57,17 @@ class TextStage(Stage):
         return [WeightFile(self.name, "text", f"rapidocr_onnxruntime/{Path(p).name}", "package", p)
                 for p in model_files()]
 
-    def check(self) -> None:
-        from curation.models.device import check_device
+    def check_model(self) -> None:
         from curation.models.ocr import BACKENDS
-        from curation.models.weights import resolve
 
-        if self.cfg.backend not in ("auto", *BACKENDS):
-            raise ConfigError(f"text.backend: unknown {self.cfg.backend!r} (known: auto, {', '.join(BACKENDS)})")
-        check_device(self.cfg.device, "text.device")
-        resolve(self.weight_files())
+        if self.params.backend not in ("auto", *BACKENDS):
+            raise ConfigError(f"text.backend: unknown {self.params.backend!r} (known: auto, {', '.join(BACKENDS)})")
 
-    def setup(self) -> None:
-        from curation.models.device import set_threads, torch_device
+    def load(self, found: dict[str, Any], threads: int) -> None:
         from curation.models.ocr import OverlayTextDetector
 
-        c = self.cfg
-        threads = set_threads(getattr(self, "num_threads", None) or self.effective_resources().num_cpus)
-        device = torch_device(c.device)
+        c = self.params  # PP-OCRv4's graphs ship inside rapidocr-onnxruntime, which loads them itself
+        device = self.device()
         backend = c.backend if c.backend != "auto" else ("torch" if device.startswith("cuda") else "onnxruntime")
         gpu = device.startswith("cuda")
         det_batch, rec_batch = c.det_batch or (16 if gpu else 1), c.rec_batch or (64 if gpu else 6)
@@ -89,7 +79,7 @@ class TextStage(Stage):
     def process(self, table: pa.Table) -> dict[str, Any]:
         import cv2
 
-        arrays, factors, errors = decode_rows(table, long_side=self.cfg.max_side)
+        arrays, factors, errors = decode_rows(table, long_side=self.params.max_side)
         ok = [i for i, a in enumerate(arrays) if a is not None]
         found = self.model([arrays[i] for i in ok])
         n = table.num_rows

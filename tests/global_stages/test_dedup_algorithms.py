@@ -134,7 +134,8 @@ def test_phash_shuffle_steps_exact_first_then_near():
     bands = band_rows(t, layout, 2, attrs)
     assert bands.num_rows == 5 * (len(layout.tables) + 1)
     parts = [partition_edges(bands.filter(pa.compute.equal(bands["_part"], p)), 2, attrs) for p in (0, 1)]
-    lookup = {r["id"]: (r["dup_of"], r["reject"]) for r in resolve(pa.concat_tables(parts), KeepPolicy(), attrs).to_pylist()}
+    resolved = resolve(pa.concat_tables(parts), KeepPolicy(), attrs).to_pylist()
+    lookup = {r["id"]: (r["dup_of"], r["reject"]) for r in resolved}
     # r4 (largest) keeps the near group {r0, r1, r4}; r2 is an exact copy of r1 (id order)
     assert lookup == {"r0": ("r4", "near_duplicate"), "r1": ("r4", "near_duplicate"),
                       "r2": ("r1", "exact_duplicate")}
@@ -143,8 +144,8 @@ def test_phash_shuffle_steps_exact_first_then_near():
 def test_many_copies_of_one_hash_in_one_bucket():
     """A bucket above BIG_BUCKET rows collapses identical hashes first; groups stay exact."""
     rng = np.random.default_rng(3)
-    h = np.concatenate([np.full(500, 12345, np.uint64), np.uint64(12345) ^ (np.uint64(1) << rng.integers(0, 64, 300).astype(np.uint64)),
-                        rng.integers(0, 2**63, 200, dtype=np.uint64)])
+    flipped = np.uint64(12345) ^ (np.uint64(1) << rng.integers(0, 64, 300).astype(np.uint64))
+    h = np.concatenate([np.full(500, 12345, np.uint64), flipped, rng.integers(0, 2**63, 200, dtype=np.uint64)])
     for d in (1, 3):
         assert same_partition(group_near_duplicates(h, d, d + 1), brute_force_labels(h, d))
 

@@ -16,7 +16,7 @@ from curation.schema import arrow_type
 from curation.stages import cluster as cluster_module
 from curation.stages import semdedup as semdedup_module
 from curation.stages.cluster import ClusterConfig, ClusterStage
-from curation.stages.registry import all_stages
+from curation.stages.dag import all_stages
 from curation.stages.sample import SampleConfig, SampleStage
 from curation.stages.semdedup import SemdedupConfig, SemdedupStage
 
@@ -53,15 +53,16 @@ def clustered(ray_local, tmp_path_factory):
 
 def test_global_stages_are_registered_with_declared_columns():
     stages = all_stages()
-    for name, order in (("phash", 80), ("semdedup", 90), ("cluster", 100), ("sample", 110)):
-        assert stages[name].kind == "global" and stages[name].order == order
+    for name in ("phash", "semdedup", "cluster", "sample"):
+        assert stages[name].kind == "global"
         for column in stages[name].produces:
             arrow_type(column)  # raises when schema.py does not declare it
 
 
 def test_cluster_output_types_and_hierarchy(clustered):
     _, _, _, _, _, out = clustered
-    assert out.schema.field("cluster_l1").type == pa.int32() and out.schema.field("cluster_distance").type == pa.float32()
+    assert out.schema.field("cluster_l1").type == pa.int32()
+    assert out.schema.field("cluster_distance").type == pa.float32()
     assert out["cluster_l4"].null_count == out.num_rows  # 3 levels configured
     assert pc.max(out["cluster_l3"]).as_py() < 20 and out["reject"].null_count == out.num_rows
     l1, l2 = out["cluster_l1"].to_numpy(), out["cluster_l2"].to_numpy()
@@ -105,7 +106,8 @@ def test_sample_new_target_reads_only_cluster_columns(clustered, monkeypatch):
     stage = ClusterStage(cfg)
     again = run_stage(stage, clip_table(x), ctx)
     assert stage.last_fit_cache_hit is True and again.equals(out)
-    changed = Config(stages={"cluster": ClusterConfig(k=[100, 20, 10], n_resampling_steps=[0, 1, 1], sample_size=[1, 2, 2])})
+    changed = Config(stages={"cluster": ClusterConfig(k=[100, 20, 10], n_resampling_steps=[0, 1, 1],
+                                                      sample_size=[1, 2, 2])})
     with pytest.raises(AssertionError, match="ran again"):  # a new config is a cache miss
         ClusterStage(changed).run_global(__import__("ray").data.from_arrow(clip_table(x)), ctx)
 
@@ -117,7 +119,8 @@ def test_semdedup_stage_planted_groups_and_cached_centroids(ray_local, tmp_path,
     x = np.concatenate([base, copies]).astype(np.float16)
     group = np.r_[np.arange(400), np.repeat(np.arange(50), 2)]
     table = clip_table(x)
-    table = table.set_column(2, "clip", pc.if_else(pa.array(np.arange(len(x)) % 97 == 5), pa.nulls(len(x), table["clip"].type), table["clip"]))
+    holes = pa.array(np.arange(len(x)) % 97 == 5)
+    table = table.set_column(2, "clip", pc.if_else(holes, pa.nulls(len(x), table["clip"].type), table["clip"]))
     cfg = Config(stages={"semdedup": SemdedupConfig(n_clusters=6, eps=0.02)})
     ctx = Ctx(config=cfg, cache_uri=str(tmp_path / "cache"))
     stage = SemdedupStage(cfg)
@@ -156,5 +159,6 @@ def test_stages_accept_empty_shard_blocks(clustered):
     sampled = pa.concat_tables(ray.get(SampleStage(cfg).run_global(_runner_like(out), ctx).to_arrow_refs()))
     assert sampled.num_rows == len(x) and pc.sum(sampled["selected"]).as_py() == len(x) // 10
     semdedup_cfg = Config(stages={"semdedup": SemdedupConfig(n_clusters=4)})
-    deduped = SemdedupStage(semdedup_cfg).run_global(_runner_like(clip_table(x[:500])), Ctx(semdedup_cfg, ctx.cache_uri + "-sd"))
+    deduped = SemdedupStage(semdedup_cfg).run_global(_runner_like(clip_table(x[:500])),
+                                                      Ctx(semdedup_cfg, ctx.cache_uri + "-sd"))
     assert sum(t.num_rows for t in ray.get(deduped.to_arrow_refs())) == 500

@@ -143,7 +143,8 @@ def clip_rows(near_dup_set):
 
 
 def semdedup_run(rows: list[dict], clip: pa.Array, eps: float, cache: str) -> pa.Table:
-    table = pa.Table.from_pylist([{k: r[k] for k in ("id", "input_shard", "width", "height", "aesthetic")} for r in rows])
+    keys = ("id", "input_shard", "width", "height", "aesthetic")
+    table = pa.Table.from_pylist([{k: r[k] for k in keys} for r in rows])
     cfg = Config(stages={"semdedup": SemdedupConfig(n_clusters=4, eps=eps)})
     out = run_stage(SemdedupStage(cfg), table.append_column("clip", clip), Ctx(config=cfg, cache_uri=cache))
     assert sorted(out["id"].to_pylist()) == sorted(table["id"].to_pylist())

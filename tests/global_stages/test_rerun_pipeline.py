@@ -10,10 +10,11 @@ import shutil
 
 import pytest
 
-from curation.config import ConfigError, load_config
-from curation.runner.store import RunStore
+from curation.config import ConfigError
 from curation.runner.pipeline import run_pipeline
+from curation.runner.store import RunStore
 from curation.stages import cluster as cluster_module
+from curation.stages.dag import load_config
 from curation.stages.phash import PhashStage
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]  # one ~1 min pipeline run, shared

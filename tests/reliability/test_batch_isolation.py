@@ -8,9 +8,9 @@ from typing import ClassVar
 import pyarrow as pa
 import pytest
 
-from curation.config import load_config
 from curation.runner.stage_runner import StageRunner
 from curation.stages.base import Stage
+from curation.stages.dag import load_config
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,8 +10,8 @@ import time
 import pytest
 from run_helpers import base_overrides
 
-from curation.config import load_config
 from curation.runner.pipeline import run_pipeline
+from curation.stages.dag import load_config
 
 from .procs import TwoNodeCluster, busy_sessions, env, run_args
 from .samples import read_samples

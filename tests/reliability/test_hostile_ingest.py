@@ -18,10 +18,10 @@ from hostile_corpus import CREDENTIAL, SECRET, build_folder, build_tars, jpeg, u
 from loopback_http import LoopbackServer
 from run_helpers import base_overrides
 
-from curation.config import load_config
 from curation.io import names
 from curation.io.address_policy import AddressPolicy, BlockedAddress
 from curation.runner.pipeline import run_pipeline
+from curation.stages.dag import load_config
 from curation.stages.ingest import IngestStage
 
 pytestmark = pytest.mark.timeout(240)

@@ -21,8 +21,8 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from curation.config import load_config
 from curation.io import fs
+from curation.stages.dag import load_config
 from curation.stages.ingest import IngestStage
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,10 +14,10 @@ import pytest
 from loopback_http import LoopbackServer
 from run_helpers import base_overrides
 
-from curation.config import load_config
 from curation.io import fs
-from curation.runner.pipeline import run_pipeline
 from curation.runner.lock import RunLocked, run_lock
+from curation.runner.pipeline import run_pipeline
+from curation.stages.dag import load_config
 
 from .procs import curate, run_args
 from .samples import read_samples

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from run_helpers import base_overrides
 
-from curation.config import ConfigError, load_config
+from curation.config import ConfigError
 from curation.io.address_policy import AddressPolicy
 from curation.io.http import FetchPolicy, fetch, new_session
+from curation.stages.dag import load_config
 from curation.stages.ingest import IngestStage
 
 from .procs import curate, run_args

@@ -78,7 +78,7 @@ def test_ray_workers_get_the_allocator_settings():
     run.actor_env merged over it; a variable the user set in the driver keeps the user's value."""
     script = textwrap.dedent("""
         import json, os
-        from curation.config import load_config
+        from curation.stages.dag import load_config
         from curation.runner.placement import actor_remote_args, ray_session
 
         cfg = load_config(None, [])

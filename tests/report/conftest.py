@@ -21,9 +21,9 @@ def report_run(ray_local, sample_crawl, tmp_path_factory):
     written when only ingest had run)."""
     from pathlib import Path
 
-    from curation.config import load_config
-    from curation.runner.pipeline import run_pipeline
     from curation.report.build import build_report
+    from curation.runner.pipeline import run_pipeline
+    from curation.stages.dag import load_config
 
     crawl, _ = sample_crawl
     out = tmp_path_factory.mktemp("report-run") / "out"

@@ -49,9 +49,9 @@ class Figures(HTMLParser):
 
 @pytest.fixture(scope="module")
 def model_run(ray_local, tmp_path_factory):
-    from curation.config import load_config
-    from curation.runner.pipeline import run_pipeline
     from curation.report.build import build_report
+    from curation.runner.pipeline import run_pipeline
+    from curation.stages.dag import load_config
 
     photos = load_photos()
     root = tmp_path_factory.mktemp("model-report")

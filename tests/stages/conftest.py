@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curation.config import load_config
+from curation.stages.dag import load_config
 
 from .media import load_photos
 

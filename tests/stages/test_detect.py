@@ -7,8 +7,9 @@ import pyarrow as pa
 import pytest
 
 from curation.arrowutil import to_array
-from curation.config import ConfigError, load_config
+from curation.config import ConfigError
 from curation.schema import arrow_type
+from curation.stages.dag import load_config
 from curation.stages.detect import DetectStage
 
 from .media import image_table, jpeg

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from curation.arrowutil import to_array
-from curation.config import ConfigError, load_config
+from curation.config import ConfigError
 from curation.models import aesthetic
 from curation.models.clip import ClipModel
 from curation.models.realism import RealismScorer, embed_classes
 from curation.schema import arrow_type, clip_type
+from curation.stages.dag import load_config
 from curation.stages.quality import QualityStage
 
 from .media import image_table, jpeg

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from curation.config import ConfigError, load_config
-from curation.runner.store import RunStore
+from curation.config import ConfigError
 from curation.runner.pipeline import run_pipeline
+from curation.runner.store import RunStore
 from curation.schema import ID, REJECT
+from curation.stages.dag import load_config
 
 from .media import jpeg
 
@@ -97,7 +98,7 @@ def test_the_whole_dag_writes_model_columns_into_the_shards(dag_run):
 
 
 def test_random_weights_are_recorded_in_the_ledger_and_the_manifest(dag_run):
-    out, summary = dag_run
+    out, _ = dag_run
     ledger = json.loads((out / "ledger.json").read_text())
     manifest = json.loads((out / "shards" / "manifest.json").read_text())
     # embed and quality were asked for random weights by name; detect loaded a checkpoint file.

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation.config import ConfigError, load_config
+from curation.config import ConfigError
 from curation.models.ocr import OverlayTextDetector
+from curation.stages.dag import load_config
 from curation.stages.text import TextStage
 
 from .media import image_table, jpeg, overlay
@@ -43,9 +44,8 @@ def _overlays(photos) -> list[bytes]:
 @pytest.fixture(scope="module")
 def torch_stage():
     stage = TextStage(load_config(None, ["text.backend=torch", SIDE, *GPU_BATCHES]))
-    stage.num_threads = 1
     stage.check()
-    stage.setup()
+    stage.setup(1)
     return stage
 
 
@@ -54,8 +54,7 @@ def answers(sample_crawl, photos, torch_stage):
     root, _ = sample_crawl
     table = image_table([(root / name).read_bytes() for name in CRAWL] + _overlays(photos))
     ort_stage = TextStage(load_config(None, [SIDE]))
-    ort_stage.num_threads = 1
-    ort_stage.setup()
+    ort_stage.setup(1)
     assert torch_stage.model.backend == "torch" and ort_stage.model.backend == "onnxruntime"
     out = {}
     for label, stage in (("onnxruntime", ort_stage), ("torch", torch_stage)):

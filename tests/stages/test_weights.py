@@ -7,10 +7,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from curation.config import ConfigError, load_config
+from curation.config import ConfigError
 from curation.models import weights as W
-from curation.models.weights_cli import weights_app
+from curation.stages.dag import load_config, weight_files
 from curation.stages.detect import DetectStage
+from curation.weights_cli import weights_app
 
 from .media import image_table, jpeg
 
@@ -108,14 +109,14 @@ def test_fetch_offline_tries_everything_then_names_what_is_missing(empty_caches,
 
 def test_random_weights_are_recorded_for_the_manifest():
     cfg = load_config(None, ["detect.weights=random", *RANDOM_CLIP])
-    assert W.random_weight_stages(cfg) == ["detect", "embed", "quality"]
-    record = W.weights_record(cfg)
+    assert W.random_weight_stages(weight_files(cfg)) == ["detect", "embed", "quality"]
+    record = W.weights_record(weight_files(cfg))
     assert {r["stage"] for r in record if r["random"]} == {"detect", "embed", "quality"}
     packaged = [r for r in record if r["where"] == "package"]
     assert {r["stage"] for r in packaged} == {"headpose", "text"} and all(len(r["sha256"]) == 64 for r in packaged)
-    assert W.random_weight_stages(load_config(None, [])) == []
+    assert W.random_weight_stages(weight_files(load_config(None, []))) == []
     only_text = load_config(None, ["run.stages=[ingest,decode,text,filter,shard]"])
-    assert [r["stage"] for r in W.weights_record(only_text)] == ["text", "text"]
+    assert [r["stage"] for r in W.weights_record(weight_files(only_text))] == ["text", "text"]
 
 
 def test_offline_flags_skip_the_network(monkeypatch):

@@ -10,8 +10,8 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from curation.config import load_config
 from curation.runner.pipeline import run_pipeline
+from curation.stages.dag import load_config
 
 pytestmark = pytest.mark.timeout(300)
 

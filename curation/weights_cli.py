@@ -11,9 +11,10 @@ from pathlib import Path
 
 import typer
 
-from curation.config import ConfigError, load_config
+from curation.config import ConfigError
 from curation.models import weight_staging
 from curation.models import weights as W
+from curation.stages.dag import load_config, weight_files
 
 weights_app = typer.Typer(no_args_is_help=True, add_completion=False,
                           help="Stage, list and verify model weights.")
@@ -36,7 +37,7 @@ def fetch_cmd(to: Path | None = _TO, config: Path | None = _CONFIG, set_: list[s
     """Download (or copy from caches) every weight the config needs into DIR, with sha256s in index.json."""
     cfg = load_config(config, set_)
     dest = _dir(to, "fetch")
-    weight_staging.fetch(W.required_weights(cfg), dest, echo=typer.echo)
+    weight_staging.fetch(weight_files(cfg), dest, echo=typer.echo)
     typer.echo(f"staged in {dest}; on the offline machine: export {W.ENV_DIR}={dest.resolve()}")
 
 
@@ -45,7 +46,7 @@ def list_cmd(config: Path | None = _CONFIG, set_: list[str] = _SET,
              as_json: bool = typer.Option(False, "--json")) -> None:
     """What the config needs and where each file is found now (nothing is downloaded)."""
     cfg = load_config(config, set_)
-    record = W.weights_record(cfg)
+    record = W.weights_record(weight_files(cfg))
     if as_json:
         typer.echo(json.dumps(record, indent=1))
         return
@@ -64,7 +65,7 @@ def verify_cmd(directory: Path | None = _DIR, config: Path | None = _CONFIG, set
     d = _dir(directory, "verify")
     if not d.is_dir():
         raise ConfigError(f"weights verify: {d} is not a directory")
-    results = weight_staging.verify(W.required_weights(cfg), d)
+    results = weight_staging.verify(weight_files(cfg), d)
     bad = [(f, s) for f, s in results if s in ("missing", "checksum mismatch")]
     for f, s in results:
         typer.echo(f"{'OK  ' if s == 'ok' else 'FAIL' if (f, s) in bad else 'WARN'} {f}: {s}")
