@@ -210,3 +210,12 @@ def curate_app():
     if not any(group.name == "train" for group in cli.app.registered_groups):
         cli._add_optional_apps()  # what cli.main() does before dispatching
     return cli.app
+
+
+@pytest.fixture(scope="session")
+def two_rank_runs(tmp_path_factory, shards, photos):
+    """The distributed runs of test_trainer_distributed.py and test_trainer_heads_distributed.py,
+    made in one torchrun launch of 2 ranks (two_ranks.py), once per session."""
+    from two_ranks import launch
+
+    return launch(tmp_path_factory.mktemp("two-ranks"), shards, photos, TINY, HEAD_TINY)

@@ -1,17 +1,14 @@
 """torchrun with 2 CPU ranks (gloo): DDP and FSDP2 train; sharded checkpoints written by 2 ranks
-resume exactly on 2 ranks and reshard onto 1; a 1-rank export gives one consolidated file."""
+resume exactly on 2 ranks and reshard onto 1; a 1-rank export gives one consolidated file.
+The 2-rank runs share one launch (two_ranks.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
-import yaml
 
 from curation.training.checkpoint import LAST, export_checkpoint, load_checkpoint, read_checkpoint
 from curation.training.distributed import DistInfo
@@ -19,31 +16,9 @@ from curation.training.distributed import DistInfo
 pytestmark = pytest.mark.timeout(240)
 
 
-def torchrun(module_args: list[str], cwd, ranks: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
-    cmd += ["-m", "curation.training.cli", *module_args]
-    return subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=200)
-
-
 def _losses(out) -> dict[int, float]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in rows}
-
-
-def _pretrain(tmp_path, shards, tiny_tree, out, strategy, steps=4):
-    tiny_tree["data"]["batch_size"] = 2
-    config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(tiny_tree))
-    sets = [f"train.steps={steps}", f"train.strategy={strategy}", "train.progress=lines", "train.log_every=1"]
-    args = ["pretrain", "--data", str(shards), "--out", str(out), "--config", str(config)]
-    for s in sets:
-        args += ["--set", s]
-    result = torchrun(args, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"2 rank(s), strategy {strategy}" in result.stderr
-    assert result.stdout.count(f"done: step {steps}") == 1  # rank 0 reports
-    return config
 
 
 def _checkpoint_at(src, dst_out, step: int):
@@ -54,9 +29,18 @@ def _checkpoint_at(src, dst_out, step: int):
     (dst_out / LAST).symlink_to(name)
 
 
-def test_fsdp_checkpoint_resumes_on_two_ranks_exactly_and_reshards_onto_one(tmp_path, shards, tiny_tree):
-    a = tmp_path / "a"
-    config = _pretrain(tmp_path, shards, tiny_tree, a, "fsdp")
+def _launched(runs, name: str, strategy: str, steps: int):
+    assert runs.returncode == 0, runs.stderr[-3000:]
+    job = runs.jobs[name]
+    assert f"2 rank(s), strategy {strategy}" in job.stderr
+    assert job.stdout.count(f"done: step {steps}") == 1  # rank 0 reports
+    return job
+
+
+def test_fsdp_checkpoint_resumes_on_two_ranks_exactly_and_reshards_onto_one(tmp_path, shards, two_rank_runs):
+    runs = two_rank_runs
+    _launched(runs, "fsdp", "fsdp", 4)
+    a = runs.root / "a"
     ckpt = a / "checkpoint-00000002"
     files = sorted(p.name for p in ckpt.iterdir())
     # Each rank wrote its own shard file and its own RNG / data-position file.
@@ -66,14 +50,9 @@ def test_fsdp_checkpoint_resumes_on_two_ranks_exactly_and_reshards_onto_one(tmp_
     assert not torch.equal(ranks[0]["rng"]["torch"], ranks[1]["rng"]["torch"])  # masks differ per rank
     assert (a / LAST).resolve().name == "checkpoint-00000004"
 
-    # Resume on 2 ranks from step 2: the next steps' losses are the uninterrupted run's.
-    b = tmp_path / "b"
-    _checkpoint_at(a, b, 2)
-    args = ["pretrain", "--data", str(shards), "--out", str(b), "--config", str(config)]
-    sets = ["train.steps=4", "train.strategy=fsdp", "train.progress=lines", "train.log_every=1"]
-    result = torchrun([*args, *[x for s in sets for x in ("--set", s)]], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    resumed, uninterrupted = _losses(b), _losses(a)
+    # Resumed on 2 ranks from a copy of step 2: the next steps' losses are the uninterrupted run's.
+    _launched(runs, "fsdp-resume", "fsdp", 4)
+    resumed, uninterrupted = _losses(runs.root / "b"), _losses(a)
     assert sorted(resumed) == [3, 4]
     for step in (3, 4):
         assert abs(resumed[step] - uninterrupted[step]) <= 1e-6, (step, resumed, uninterrupted)
@@ -84,7 +63,7 @@ def test_fsdp_checkpoint_resumes_on_two_ranks_exactly_and_reshards_onto_one(tmp_
     from curation.training.optim import build_optimizer
     from curation.training.trainer import pretrain
 
-    cfg = load_pretrain_config(config, ["train.steps=4"], data__data=str(shards))
+    cfg = load_pretrain_config(runs.pretrain_config, ["train.steps=4"], data__data=str(shards))
     model = SSLMetaArch(cfg)
     optimizer = build_optimizer(model.student, model.student["backbone"], cfg.optim)
     loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=None, info=DistInfo())
@@ -109,10 +88,9 @@ def test_fsdp_checkpoint_resumes_on_two_ranks_exactly_and_reshards_onto_one(tmp_
         torch.testing.assert_close(state["teacher"][k], v, rtol=0, atol=0)
 
 
-def test_ddp_two_ranks_train_and_checkpoint(tmp_path, shards, tiny_tree):
-    out = tmp_path / "ddp"
-    _pretrain(tmp_path, shards, tiny_tree, out, "ddp", steps=2)
-    ckpt = out / LAST
+def test_ddp_two_ranks_train_and_checkpoint(two_rank_runs):
+    _launched(two_rank_runs, "ddp", "ddp", 2)
+    ckpt = two_rank_runs.root / "ddp" / LAST
     # Replicated tensors are spread over the ranks for writing: both ranks wrote a shard file.
     assert {"__0_0.distcp", "__1_0.distcp"} <= {p.name for p in ckpt.iterdir()}
     state = read_checkpoint(ckpt)
