@@ -50,9 +50,7 @@ def lfw_images(size: int) -> tuple[Tensor, Tensor]:
     from skimage.data import lfw_subset
 
     gray = torch.from_numpy(np.asarray(lfw_subset(), dtype=np.float32))[:, None]  # [200, 1, 25, 25], 0..1
-    images = F.interpolate(gray, size=(size, size), mode="bilinear", align_corners=False).expand(
-        -1, 3, -1, -1
-    )
+    images = F.interpolate(gray, size=(size, size), mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
     labels = torch.cat([torch.ones(100), torch.zeros(100)]).long()  # faces first, as shipped
     return (images - IMAGENET_MEAN) / IMAGENET_STD, labels
 
@@ -116,11 +114,12 @@ def seg_patches(backbone: Sapiens2ViT, data: str, size: int) -> tuple[Tensor, Te
     from curation.training.data.shards import iter_shard
     from curation.training.heads.labels import dense_sample
 
-    cfg = SimpleNamespace(data=SimpleNamespace(input_size=[size, size], augment=False))
+    # Labels at the input resolution: the patch labels below pool them per token.
+    cfg = SimpleNamespace(
+        data=SimpleNamespace(input_size=[size, size], augment=False), model=SimpleNamespace(output_scale=1.0)
+    )
     samples = [
-        dense_sample("seg", raw, cfg, None, train=False)
-        for s in resolve_shards(data)
-        for raw in iter_shard(s.url)
+        dense_sample("seg", raw, cfg, None, train=False) for s in resolve_shards(data) for raw in iter_shard(s.url)
     ]
     if len(samples) < 4:
         raise ConfigError(f"{data}: {len(samples)} seg samples; the dense probe needs at least 4")
@@ -153,7 +152,5 @@ def run_probe(checkpoint: str, data: list[str], size: int = 64, seed: int = 0) -
         raise ConfigError(f"--size {size} is not a multiple of the token stride {backbone.token_stride}")
     results: dict[str, Any] = {"checkpoint": checkpoint, "size": size}
     for item in data:
-        results |= (
-            cls_probes(backbone, size, seed) if item == "lfw_subset" else dense_probe(backbone, item, size)
-        )
+        results |= cls_probes(backbone, size, seed) if item == "lfw_subset" else dense_probe(backbone, item, size)
     return results

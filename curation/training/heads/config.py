@@ -29,6 +29,10 @@ class HeadModelConfig:
     rope_dtype: str = "bf16"
     layer_scale_ffn: bool = False
     tokenizer: str = "released"
+    # The head's output resolution as a fraction of the input. None = 0.5 for the 4K variants (the
+    # paper decodes them at 2K: a 4096x3072 input gives 2048x1536 maps), 1.0 otherwise. Set when
+    # the model is built, so that a head checkpoint records it; labels and metrics follow it.
+    output_scale: float | None = None
     mode: str = "finetune"  # finetune (layer-wise LR decay) | frozen (only the head trains)
     channels: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])  # dense decoder widths
     pose_channels: int = 256  # deconv width of the pose head
@@ -71,9 +75,7 @@ class HeadTrainConfig:
     model: HeadModelConfig = field(default_factory=HeadModelConfig)
     data: HeadDataConfig = field(default_factory=HeadDataConfig)
     loss: HeadLossConfig = field(default_factory=HeadLossConfig)
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=500, layer_decay=0.9)
-    )
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, warmup_steps=500, layer_decay=0.9))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=20000, ckpt_every=1000))
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,8 +105,28 @@ class HeadTrainConfig:
             raise ConfigError(f"model.mode must be finetune or frozen, got {self.model.mode!r}")
         if len(self.data.input_size) != 2 or any(s % 16 for s in self.data.input_size):
             raise ConfigError(f"data.input_size must be two multiples of 16, got {self.data.input_size}")
+        if self.model.output_scale is not None and not 0.0 < self.model.output_scale <= 1.0:
+            raise ConfigError(f"model.output_scale must be in (0, 1], got {self.model.output_scale}")
         if self.loss.class_weights is not None and len(self.loss.class_weights) != 29:
             raise ConfigError("loss.class_weights needs 29 values, one per body-part class")
+
+
+def output_scale(cfg: HeadTrainConfig) -> float:
+    """`model.output_scale`, or its default for the configured backbone where it is still None."""
+    from curation.training.backbone import default_window_layers
+
+    model = cfg.model
+    if model.output_scale is not None:
+        return model.output_scale
+    window = model.window_layers if model.window_layers is not None else default_window_layers(model.name)
+    return 0.5 if window else 1.0
+
+
+def output_size(cfg: HeadTrainConfig) -> tuple[int, int]:
+    """(H, W) of the head's output maps: the input size times `output_scale`."""
+    scale = output_scale(cfg)
+    H, W = cfg.data.input_size
+    return round(H * scale), round(W * scale)
 
 
 def load_head_config(path: str | Path | None = None, overrides=(), **fields: Any) -> HeadTrainConfig:

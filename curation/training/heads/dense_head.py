@@ -1,13 +1,15 @@
-"""Dense heads: a PixelShuffle decoder from the backbone's feature map back to input resolution.
+"""Dense heads: a PixelShuffle decoder from the backbone's feature map up to the output resolution.
 
 Each stage is a 3x3 conv to 4x the next width followed by PixelShuffle(2): upsampling by
 rearranging learned channels (no checkerboard artefacts of strided transposed convs, no blur of
 bilinear upsampling), which keeps edges sharp for segmentation and normals.
 
-The decoder has log2(stride) stages: 4 for the plain backbone (a token per 16 pixels), 6 for the
-4K variant (a token per 64 pixels after window pooling). `channels` lists the widths for the
-stride-16 case; a coarser grid appends stages whose width keeps halving (down to 16), so the
-same config serves both and the extra stages, which run at the highest resolutions, stay cheap.
+The decoder has log2(upsample) stages: 4 for the plain backbone (a token per 16 pixels, output at
+the input resolution), 5 for the 4K variant (a token per 64 pixels after window pooling, output
+at half the input resolution, as the paper decodes its 4K models at 2K). `channels` lists the
+widths for 4 stages; more stages append widths that keep halving (down to 16), fewer use the
+first ones, so the same config serves every grid and the extra stages, which run at the highest
+resolutions, stay cheap.
 """
 
 from __future__ import annotations
@@ -20,21 +22,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def decoder_widths(channels: list[int], stride: int) -> list[int]:
-    """The widths of a decoder over `stride`: `channels`, extended by halving for a coarser grid."""
-    stages = int(math.log2(stride))
-    if 2**stages != stride or len(channels) < 2 or len(channels) > stages + 1:
-        raise ValueError(f"stride {stride} needs 2 to {stages + 1} channel widths, got {channels}")
-    widths = list(channels)
+def decoder_widths(channels: list[int], upsample: int) -> list[int]:
+    """The widths of a decoder over `upsample`: the first log2(upsample) + 1 of `channels`, extended
+    by halving where there are more stages than widths."""
+    stages = int(math.log2(upsample))
+    if 2**stages != upsample or stages < 1 or len(channels) < 2:
+        raise ValueError(f"upsampling {upsample} (a power of 2 from 2) needs 2 or more widths, got {channels}")
+    widths = list(channels[: stages + 1])
     while len(widths) < stages + 1:
         widths.append(max(widths[-1] // 2, min(widths[-1], 16)))
     return widths
 
 
 class PixelShuffleDecoder(nn.Module):
-    def __init__(self, in_dim: int, out_channels: int, channels: list[int], stride: int = 16):
+    def __init__(self, in_dim: int, out_channels: int, channels: list[int], upsample: int = 16):
         super().__init__()
-        channels = decoder_widths(channels, stride)
+        channels = decoder_widths(channels, upsample)
         self.proj = nn.Conv2d(in_dim, channels[0], kernel_size=1)
         self.stages = nn.ModuleList(
             nn.Sequential(
@@ -50,18 +53,14 @@ class PixelShuffleDecoder(nn.Module):
         x = self.proj(features)  # [B, C0, h, w]
         for stage in self.stages:
             x = stage(x)  # [B, C_i, 2h, 2w]
-        return self.out(x)  # [B, out, stride*h, stride*w]
-
-
-class SegHead(PixelShuffleDecoder):
-    pass
+        return self.out(x)  # [B, out, upsample*h, upsample*w]
 
 
 class NormalHead(PixelShuffleDecoder):
     """Unit normals: the decoder's 3 channels, L2-normalised per pixel."""
 
-    def __init__(self, in_dim: int, channels: list[int], stride: int = 16):
-        super().__init__(in_dim, 3, channels, stride)
+    def __init__(self, in_dim: int, channels: list[int], upsample: int = 16):
+        super().__init__(in_dim, 3, channels, upsample)
 
     def forward(self, features: Tensor) -> Tensor:
         return F.normalize(super().forward(features), dim=1, eps=1e-6)  # [B, 3, H, W]
@@ -70,8 +69,8 @@ class NormalHead(PixelShuffleDecoder):
 class AlbedoHead(PixelShuffleDecoder):
     """Albedo in [0, 1] RGB."""
 
-    def __init__(self, in_dim: int, channels: list[int], stride: int = 16):
-        super().__init__(in_dim, 3, channels, stride)
+    def __init__(self, in_dim: int, channels: list[int], upsample: int = 16):
+        super().__init__(in_dim, 3, channels, upsample)
 
     def forward(self, features: Tensor) -> Tensor:
         return torch.sigmoid(super().forward(features))  # [B, 3, H, W]
@@ -83,9 +82,9 @@ class PointmapHead(nn.Module):
     Metric points are `points * exp(log_scale)`: the scale, which needs the true focal length,
     is predicted from the whole image, and the canonical points need only local shape."""
 
-    def __init__(self, in_dim: int, channels: list[int], stride: int = 16):
+    def __init__(self, in_dim: int, channels: list[int], upsample: int = 16):
         super().__init__()
-        self.points = PixelShuffleDecoder(in_dim, 3, channels, stride)
+        self.points = PixelShuffleDecoder(in_dim, 3, channels, upsample)
         self.scale = nn.Sequential(nn.Linear(in_dim, channels[0]), nn.GELU(), nn.Linear(channels[0], 1))
 
     def forward(self, features: Tensor) -> dict[str, Tensor]:

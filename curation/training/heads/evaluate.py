@@ -14,9 +14,7 @@ from curation.training.heads.model import TaskModel, build_task_model
 from curation.training.heads.tasks import TASKS
 
 
-def load_head_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[TaskModel, HeadTrainConfig]:
+def load_head_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[TaskModel, HeadTrainConfig]:
     state = read_checkpoint(path)  # a checkpoint directory or a consolidated file
     if "head" not in state:
         raise ValueError(f"{path} is not a head checkpoint (it has no 'head'; a pretraining checkpoint?)")
@@ -31,7 +29,7 @@ def load_head_checkpoint(
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """"auto" (or None): the first GPU when there is one, else the CPU; otherwise as named."""
+    """ "auto" (or None): the first GPU when there is one, else the CPU; otherwise as named."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -48,9 +48,7 @@ FACE = (
     + [f"face_left_{i:03d}" for i in range(FACE_PAIRS)]
     + [f"face_right_{i:03d}" for i in range(FACE_PAIRS)]
 )
-NAMES: list[str] = (
-    BODY + FEET + FACE + [f"left_{f}" for f in FINGERS] + [f"right_{f}" for f in FINGERS] + EXTRAS
-)
+NAMES: list[str] = BODY + FEET + FACE + [f"left_{f}" for f in FINGERS] + [f"right_{f}" for f in FINGERS] + EXTRAS
 NUM_KEYPOINTS = len(NAMES)
 assert NUM_KEYPOINTS == 308
 

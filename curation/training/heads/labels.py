@@ -33,6 +33,7 @@ from curation.training.data.augment import IMAGENET_MEAN, IMAGENET_STD, random_r
 from curation.training.data.loader import IMAGE_KEYS, decode_image
 from curation.training.data.shards import Shard, iter_shard
 from curation.training.heads import body_parts, keypoints308, udp
+from curation.training.heads.config import output_size
 from curation.training.heads.pose_head import HEATMAP_STRIDE
 
 # The sample members each task reads (`mask.png` is optional).
@@ -61,9 +62,7 @@ def to_input(image: Image.Image | np.ndarray) -> Tensor:
 
 def _mask(raw: dict[str, Any], h: int, w: int) -> Tensor:
     if "mask.png" in raw:
-        return torch.from_numpy(np.asarray(Image.open(io.BytesIO(raw["mask.png"])).convert("L")) > 0)[
-            None
-        ].float()
+        return torch.from_numpy(np.asarray(Image.open(io.BytesIO(raw["mask.png"])).convert("L")) > 0)[None].float()
     return torch.ones(1, h, w)
 
 
@@ -71,11 +70,10 @@ def dense_sample(task: str, raw: dict[str, Any], cfg, gen: torch.Generator, trai
     image = decode_image(raw)
     W0, H0 = image.size
     H, W = cfg.data.input_size
+    out_size = list(output_size(cfg))  # label maps at the head's output resolution
     maps: dict[str, tuple[Tensor, InterpolationMode]] = {}
     if task == "seg":
-        seg = torch.from_numpy(np.array(Image.open(io.BytesIO(raw["seg.png"])).convert("L"), dtype=np.int64))[
-            None
-        ]
+        seg = torch.from_numpy(np.array(Image.open(io.BytesIO(raw["seg.png"])).convert("L"), dtype=np.int64))[None]
         maps["labels"] = (seg, NEAREST)
     else:
         maps["mask"] = (_mask(raw, H0, W0), NEAREST)
@@ -107,9 +105,7 @@ def dense_sample(task: str, raw: dict[str, Any], cfg, gen: torch.Generator, trai
     img = TF.resized_crop(TF.pil_to_tensor(image), top, left, h, w, [H, W], antialias=True)
     out = {"image": TF.normalize(TF.to_dtype(img, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)}
     for name, (value, mode) in maps.items():
-        out[name] = TF.resized_crop(
-            value, top, left, h, w, [H, W], interpolation=mode, antialias=mode == BILINEAR
-        )
+        out[name] = TF.resized_crop(value, top, left, h, w, out_size, interpolation=mode, antialias=mode == BILINEAR)
     if flip:
         out = {name: v.flip(-1) for name, v in out.items()}
     if task == "seg":
@@ -138,9 +134,7 @@ def dense_sample(task: str, raw: dict[str, Any], cfg, gen: torch.Generator, trai
     return out
 
 
-def affine_matrix(
-    center: np.ndarray, size: np.ndarray, rotation: float, out_size: tuple[int, int]
-) -> np.ndarray:
+def affine_matrix(center: np.ndarray, size: np.ndarray, rotation: float, out_size: tuple[int, int]) -> np.ndarray:
     """2x3 map from image pixels to an (H, W) crop showing `size` (w, h) pixels around `center`,
     rotated by `rotation` degrees. Scales in pixel intervals (W - 1) as UDP requires."""
     H, W = out_size
@@ -158,9 +152,7 @@ def warp_affine(image: np.ndarray, M: np.ndarray, out_size: tuple[int, int]) -> 
     A = np.vstack([M, [0, 0, 1]])
     shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
     inverse = np.linalg.inv(shift @ A @ np.linalg.inv(shift))  # crop -> image, PIL coordinates
-    warped = Image.fromarray(image).transform(
-        (W, H), Image.Transform.AFFINE, inverse[:2].flatten(), Image.BILINEAR
-    )
+    warped = Image.fromarray(image).transform((W, H), Image.Transform.AFFINE, inverse[:2].flatten(), Image.BILINEAR)
     return np.array(warped)  # writable: torch.from_numpy warns on read-only arrays
 
 
@@ -190,12 +182,13 @@ def pose_sample(raw: dict[str, Any], cfg, gen: torch.Generator, train: bool) -> 
         xy, visible = xy[keypoints308.FLIP_INDICES], visible[keypoints308.FLIP_INDICES]
     keypoints = torch.from_numpy(xy).float()
     vis = torch.from_numpy(visible)
-    heatmap_size = (H // HEATMAP_STRIDE, W // HEATMAP_STRIDE)  # what PoseHead outputs on any token grid
+    out_h, out_w = output_size(cfg)
+    heatmap_size = (out_h // HEATMAP_STRIDE, out_w // HEATMAP_STRIDE)  # what PoseHead outputs
     heatmaps, weights = udp.encode(keypoints, vis, (H, W), heatmap_size, cfg.loss.heatmap_sigma)
     area = bw * bh * abs(np.linalg.det(M[:, :2]))  # the box's area in crop pixels, for OKS
     return {
         "image": to_input(crop),
-        "heatmaps": heatmaps,  # [K, H/4, W/4]
+        "heatmaps": heatmaps,  # [K, H_out/4, W_out/4]
         "target_weights": weights,  # [K]
         "keypoints": keypoints,  # [K, 2] crop pixels
         "visible": vis.float(),  # [K]

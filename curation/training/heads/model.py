@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ from torch import Tensor, nn
 
 from curation.config import ConfigError
 from curation.training.backbone import Sapiens2ViT, arch_options, build_backbone, read_backbone_weights
+from curation.training.heads.config import output_scale
 from curation.training.heads.tasks import TASKS
 
 
@@ -55,8 +57,8 @@ def backbone_from_checkpoint(path: str | Path) -> tuple[Sapiens2ViT, str]:
 
 
 def build_task_model(cfg) -> TaskModel:
-    """Backbone + head of `cfg.task`. `cfg.model.name` and `cfg.model.window_layers` are set to what
-    was built, so that a saved config rebuilds the same architecture."""
+    """Backbone + head of `cfg.task`. `cfg.model.name`, `window_layers`, the architecture options and
+    `output_scale` are set to what was built, so that a saved config rebuilds the same model."""
     if cfg.model.init == "random":
         options = arch_options(dataclasses.asdict(cfg.model))
         backbone = build_backbone(cfg.model.name, window_layers=cfg.model.window_layers, **options)
@@ -71,5 +73,12 @@ def build_task_model(cfg) -> TaskModel:
             f"data.input_size {cfg.data.input_size} must be multiples of {stride}, the token stride of "
             f"{cfg.model.name}" + (" with its window stage" if cfg.model.window_layers else "")
         )
-    head = TASKS[cfg.task].head(backbone.dim, cfg, stride)
+    cfg.model.output_scale = output_scale(cfg)
+    upsample = stride * cfg.model.output_scale  # token grid -> output maps
+    if upsample < 2 or upsample != 2 ** round(math.log2(upsample)):
+        raise ConfigError(
+            f"model.output_scale {cfg.model.output_scale} on a token stride of {stride} gives an upsampling "
+            f"of {upsample:g}; it must be a power of 2 from 2 up"
+        )
+    head = TASKS[cfg.task].head(backbone.dim, cfg, int(upsample))
     return TaskModel(backbone, head, frozen=cfg.model.mode == "frozen")

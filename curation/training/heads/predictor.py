@@ -65,9 +65,7 @@ class Predictor:
         H, W = self.input_size
         if self.cfg.task == "pose":
             return self._pose(image, box or (0, 0, W0, H0))
-        x = F.interpolate(
-            to_input(image)[None], size=(H, W), mode="bilinear", antialias=True, align_corners=False
-        )
+        x = F.interpolate(to_input(image)[None], size=(H, W), mode="bilinear", antialias=True, align_corners=False)
         out = self.raw(x)
 
         def up(t: Tensor) -> Tensor:  # back to the image's resolution

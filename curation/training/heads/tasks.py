@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from curation.training.heads import body_parts, keypoints308, udp
-from curation.training.heads.dense_head import AlbedoHead, NormalHead, PointmapHead, SegHead
+from curation.training.heads.dense_head import AlbedoHead, NormalHead, PixelShuffleDecoder, PointmapHead
 from curation.training.heads.losses import albedo_loss, normal_loss, pointmap_loss, pose_loss, seg_loss
 from curation.training.heads.metrics import AlbedoMetric, NormalMetric, OKSMetric, PointmapMetric, SegMetric
 from curation.training.heads.pose_head import PoseHead
@@ -24,9 +24,10 @@ class Task(abc.ABC):
     higher_is_better: bool = True
 
     @abc.abstractmethod
-    def head(self, dim: int, cfg, stride: int = 16) -> nn.Module:
-        """The head for a backbone of width `dim` whose feature map has one token per `stride`
-        pixels (16, or 64 for the 4K variant): it upsamples to the task's output resolution."""
+    def head(self, dim: int, cfg, upsample: int = 16) -> nn.Module:
+        """The head for a backbone of width `dim` whose feature map is `upsample` times coarser than
+        the task's output maps (16 for the plain backbone at full resolution; 32 for the 4K
+        variant, one token per 64 input pixels, decoding at half the input resolution)."""
 
     @abc.abstractmethod
     def loss(self, out, batch: dict, cfg) -> dict[str, Tensor]: ...
@@ -45,13 +46,11 @@ class Task(abc.ABC):
 class Pose(Task):
     name, primary = "pose", "AP"
 
-    def head(self, dim, cfg, stride=16):
-        return PoseHead(dim, keypoints308.NUM_KEYPOINTS, cfg.model.pose_channels, stride)
+    def head(self, dim, cfg, upsample=16):
+        return PoseHead(dim, keypoints308.NUM_KEYPOINTS, cfg.model.pose_channels, upsample)
 
     def loss(self, out, batch, cfg):
-        return pose_loss(
-            out, batch["heatmaps"], batch["target_weights"], cfg.loss.ohkm_topk, cfg.loss.ohkm_weight
-        )
+        return pose_loss(out, batch["heatmaps"], batch["target_weights"], cfg.loss.ohkm_topk, cfg.loss.ohkm_weight)
 
     def metric(self):
         return OKSMetric(keypoints308.SIGMAS, keypoints308.GROUPS)
@@ -67,8 +66,8 @@ class Pose(Task):
 class Seg(Task):
     name, primary = "seg", "mIoU"
 
-    def head(self, dim, cfg, stride=16):
-        return SegHead(dim, body_parts.NUM_CLASSES, cfg.model.channels, stride)
+    def head(self, dim, cfg, upsample=16):
+        return PixelShuffleDecoder(dim, body_parts.NUM_CLASSES, cfg.model.channels, upsample)
 
     def loss(self, out, batch, cfg):
         weights = cfg.loss.class_weights
@@ -88,8 +87,8 @@ class Seg(Task):
 class Normal(Task):
     name, primary, higher_is_better = "normal", "mean_angular_error", False
 
-    def head(self, dim, cfg, stride=16):
-        return NormalHead(dim, cfg.model.channels, stride)
+    def head(self, dim, cfg, upsample=16):
+        return NormalHead(dim, cfg.model.channels, upsample)
 
     def loss(self, out, batch, cfg):
         return normal_loss(out, batch["normals"], batch["mask"], cfg.loss.l1_weight, cfg.loss.grad_weight)
@@ -109,8 +108,8 @@ class Normal(Task):
 class Pointmap(Task):
     name, primary, higher_is_better = "pointmap", "L2", False
 
-    def head(self, dim, cfg, stride=16):
-        return PointmapHead(dim, cfg.model.channels, stride)
+    def head(self, dim, cfg, upsample=16):
+        return PointmapHead(dim, cfg.model.channels, upsample)
 
     def loss(self, out, batch, cfg):
         return pointmap_loss(out, batch["points"], batch["log_scale"], batch["mask"], cfg.loss.scale_weight)
@@ -130,8 +129,8 @@ class Pointmap(Task):
 class Albedo(Task):
     name, primary = "albedo", "PSNR"
 
-    def head(self, dim, cfg, stride=16):
-        return AlbedoHead(dim, cfg.model.channels, stride)
+    def head(self, dim, cfg, upsample=16):
+        return AlbedoHead(dim, cfg.model.channels, upsample)
 
     def loss(self, out, batch, cfg):
         return albedo_loss(out, batch["albedo"], batch["mask"], cfg.loss.grad_weight, cfg.loss.chroma_weight)

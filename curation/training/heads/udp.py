@@ -58,9 +58,7 @@ def decode(heatmaps: Tensor, input_size: tuple[int, int]) -> tuple[Tensor, Tenso
         curv = plus - 2 * centre + minus
         pos = x if axis == 0 else y
         interior = (pos > 0) & (pos < size - 1) & (curv < -1e-6)
-        step = torch.where(
-            interior, -grad / curv.where(interior, torch.ones_like(curv)), torch.zeros_like(grad)
-        )
+        step = torch.where(interior, -grad / curv.where(interior, torch.ones_like(curv)), torch.zeros_like(grad))
         pos += step.clamp(-0.5, 0.5)
     keypoints = torch.stack([x, y], dim=-1) / heatmap_scale(input_size, (h, w)).to(heatmaps.device)
     return keypoints, scores

@@ -8,9 +8,7 @@ from torch import Tensor
 from curation.training.heads.losses.gradient import gradient_loss
 
 
-def albedo_loss(
-    pred: Tensor, target: Tensor, mask: Tensor, grad_weight: float = 1.0, chroma_weight: float = 1.0
-):
+def albedo_loss(pred: Tensor, target: Tensor, mask: Tensor, grad_weight: float = 1.0, chroma_weight: float = 1.0):
     """pred, target [B, 3, H, W] in [0, 1]; mask [B, 1, H, W]."""
     pred = pred.float()
     n = mask.sum().clamp(min=1)

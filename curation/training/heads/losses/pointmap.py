@@ -5,9 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 
-def pointmap_loss(
-    pred: dict[str, Tensor], target: Tensor, log_scale: Tensor, mask: Tensor, scale_weight: float = 1.0
-):
+def pointmap_loss(pred: dict[str, Tensor], target: Tensor, log_scale: Tensor, mask: Tensor, scale_weight: float = 1.0):
     """pred: points [B, 3, H, W] (canonical camera), log_scale [B]; target [B, 3, H, W] canonical
     points; log_scale [B] = log(f / f_canonical); mask [B, 1, H, W].
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 
-def pose_loss(
-    heatmaps: Tensor, target: Tensor, weights: Tensor, ohkm_topk: int = 8, ohkm_weight: float = 1.0
-):
+def pose_loss(heatmaps: Tensor, target: Tensor, weights: Tensor, ohkm_topk: int = 8, ohkm_weight: float = 1.0):
     """heatmaps, target [B, K, h, w]; weights [B, K] (0 for unlabelled or off-crop keypoints)."""
     per_kpt = (heatmaps.float() - target).pow(2).mean(dim=(2, 3)) * weights  # [B, K]
     mse = per_kpt.sum() / weights.sum().clamp(min=1)

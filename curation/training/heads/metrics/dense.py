@@ -32,9 +32,7 @@ class PointmapMetric:
     def __init__(self):
         self.l2, self.abs_rel, self.delta1 = [], [], []
 
-    def update(
-        self, points: Tensor, log_scale: Tensor, target: Tensor, target_log_scale: Tensor, mask: Tensor
-    ):
+    def update(self, points: Tensor, log_scale: Tensor, target: Tensor, target_log_scale: Tensor, mask: Tensor):
         pred = points.float() * log_scale.float().exp()[:, None, None, None]  # [B, 3, H, W] metric
         gt = target * target_log_scale.exp()[:, None, None, None]
         m = mask[:, 0] > 0

@@ -13,9 +13,7 @@ import numpy as np
 THRESHOLDS = np.linspace(0.5, 0.95, 10)
 
 
-def oks(
-    pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, area: np.ndarray, sigmas: np.ndarray
-) -> np.ndarray:
+def oks(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, area: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     """pred, gt [N, K, 2]; visible [N, K]; area [N]; sigmas [K] -> OKS [N] (NaN with no labelled keypoint)."""
     d2 = ((pred - gt) ** 2).sum(-1)  # [N, K]
     k2 = (2 * sigmas) ** 2
@@ -44,9 +42,7 @@ class OKSMetric:
     def update(self, pred, scores, gt, visible, area) -> None:
         """pred, gt [B, K, 2]; scores, visible [B, K]; area [B] (the box area in the same pixels)."""
         for name, x in (("pred", pred), ("scores", scores), ("gt", gt), ("visible", visible), ("area", area)):
-            getattr(self, name).append(
-                np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, np.float64)
-            )
+            getattr(self, name).append(np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, np.float64))
 
     def compute(self) -> dict[str, float]:
         pred, gt = np.concatenate(self.pred), np.concatenate(self.gt)
