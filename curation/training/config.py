@@ -42,8 +42,22 @@ class MAEConfig:
     mask_ratio: float = 0.75  # MAE paper's default, kept by Sapiens (v1) and Sapiens2
     norm_pix: bool = True  # per-patch normalised pixel targets (MAE paper)
     # Reconstruction resolution as a fraction of the input; None = 0.5 for the 4K variants (the
-    # paper's abstract: "pretrained at 2K output resolution"), 1.0 otherwise.
+    # paper's abstract: "pretrained at 2K output resolution", reached in `final_phase`), 1.0 otherwise.
     output_scale: float | None = None
+
+
+@dataclass
+class FinalPhaseConfig:
+    """The 4K variants' short 2K-output phase: the last `steps` optimiser steps take global crops of
+    `global_size` (4096x3072, reconstructed at mae.output_scale 0.5: 2048x1536) in batches of
+    `batch_size` (None = data.batch_size); the steps before take data.global_size."""
+
+    # None = round(1.6% of train.steps) for -4k sizes, 0 otherwise. Source: the Sapiens2 paper's
+    # step count was not available; this is dinov2's high-resolution adaptation (the last 10k of
+    # 625k iterations at 518 px).
+    steps: int | None = None
+    global_size: list[int] = field(default_factory=lambda: [4096, 3072])  # H, W
+    batch_size: int | None = None
 
 
 @dataclass
@@ -66,9 +80,7 @@ class CLConfig:
     # cosine to 1.0 over the run as in dinov2 (`final_momentum_teacher`).
     momentum_start: float = 0.994
     momentum_end: float = 1.0
-    koleo_weight: float = (
-        0.1  # KoLeo spread of the student's global [CLS] (dinov2 `koleo_loss_weight`); 0 = off
-    )
+    koleo_weight: float = 0.1  # KoLeo spread of the student's global [CLS] (dinov2 `koleo_loss_weight`); 0 = off
 
 
 @dataclass
@@ -145,6 +157,7 @@ SIZE_DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
 class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     mae: MAEConfig = field(default_factory=MAEConfig)
+    final_phase: FinalPhaseConfig = field(default_factory=FinalPhaseConfig)
     cl: CLConfig = field(default_factory=CLConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: PretrainOptimConfig = field(default_factory=PretrainOptimConfig)
@@ -170,17 +183,18 @@ class PretrainConfig:
             for key, value in values.items():
                 if getattr(getattr(self, section), key) is None:
                     setattr(getattr(self, section), key, value)
+        is_4k = self.model.name.endswith("-4k")
         if self.mae.output_scale is None:
-            self.mae.output_scale = 0.5 if self.model.name.endswith("-4k") else 1.0
+            self.mae.output_scale = 0.5 if is_4k else 1.0
+        if self.final_phase.steps is None:
+            self.final_phase.steps = round(0.016 * self.train.steps) if is_4k else 0
 
     def validate(self) -> None:
         self.resolve_size_defaults()
         if not 0.0 <= self.mae.mask_ratio < 1.0:
             raise ConfigError(f"mae.mask_ratio must be in [0, 1), got {self.mae.mask_ratio}")
         if self.cl.normalization not in ("centering", "sinkhorn"):
-            raise ConfigError(
-                f"cl.normalization must be centering or sinkhorn, got {self.cl.normalization!r}"
-            )
+            raise ConfigError(f"cl.normalization must be centering or sinkhorn, got {self.cl.normalization!r}")
         for key, allowed in (
             ("rope_pairing", ("halves", "pairs")),
             ("rope_dtype", ("bf16", "fp32")),
@@ -201,6 +215,11 @@ class PretrainConfig:
         for key in ("global_size", "local_size", "global_scale", "local_scale"):
             if len(getattr(self.data, key)) != 2:
                 raise ConfigError(f"data.{key} needs two values, got {getattr(self.data, key)}")
+        phase = self.final_phase
+        if len(phase.global_size) != 2 or not 0 <= phase.steps <= self.train.steps or phase.batch_size == 0:
+            raise ConfigError(
+                "final_phase needs a two-value global_size, 0 <= steps <= train.steps and batch_size >= 1"
+            )
         if self.train.accum_steps < 1 or self.data.batch_size < 1 or self.train.steps < 1:
             raise ConfigError("train.steps, train.accum_steps and data.batch_size must be >= 1")
 

@@ -47,9 +47,7 @@ def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-    }
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 class Session:
@@ -83,9 +81,7 @@ class Session:
         self.position = DataPosition(num_streams)
         ckpt = self.checkpoint
         if ckpt is not None:
-            loaded = load_checkpoint(
-                ckpt, model=model, optimizer=optimizer, scheduler=scheduler, info=self.info
-            )
+            loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, info=self.info)
             self.step, self._rng = loaded["step"], loaded["rng"]
             if loaded["data"] is None:
                 log.warning("%s was saved by a different number of ranks: the data streams restart", ckpt)
@@ -106,8 +102,9 @@ class Session:
         )  # fmt: skip
         loader = build_loader(dataset, data.batch_size, data.num_workers, self.info.device.type == "cuda")
         batches = iter(loader)
-        if self._rng is not None:
+        if self._rng is not None:  # once: a later stream (a new phase) continues the run's RNG
             set_rng_state(self._rng)
+            self._rng = None
         return batches
 
     def open_log(self, title: str, started: str, strategy: str) -> None:

@@ -9,13 +9,14 @@ head training.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from curation.training import distributed as D
-from curation.training.config import PretrainConfig
+from curation.training.config import DataConfig, PretrainConfig
 from curation.training.data import MultiCrop, PretrainViews, num_streams_for, resolve_shards
 from curation.training.engine import Session, Window, seed_all
 from curation.training.health import FailureWatch, cpu_warning
@@ -25,9 +26,7 @@ from curation.training.optim import build_optimizer, build_scheduler, set_weight
 from curation.training.schedules import cosine, linear_warmup
 
 
-def build_model(
-    cfg: PretrainConfig, info: D.DistInfo, bf16: bool
-) -> tuple[SSLMetaArch, torch.nn.Module, str]:
+def build_model(cfg: PretrainConfig, info: D.DistInfo, bf16: bool) -> tuple[SSLMetaArch, torch.nn.Module, str]:
     """The meta-arch (for EMA, checkpoints) and what forward runs through (DDP wrapper or itself)."""
     with torch.device("meta"):
         probe = SSLMetaArch(cfg)
@@ -47,11 +46,28 @@ def build_model(
     return model, wrapped, strategy
 
 
-def tokens_per_image(cfg: PretrainConfig, token_stride: int) -> int:
-    (gh, gw), (lh, lw) = cfg.data.global_size, cfg.data.local_size
-    return 2 * (gh // token_stride) * (gw // token_stride) + cfg.data.local_crops * (lh // token_stride) * (
+def tokens_per_image(data: DataConfig, token_stride: int) -> int:
+    (gh, gw), (lh, lw) = data.global_size, data.local_size
+    return 2 * (gh // token_stride) * (gw // token_stride) + data.local_crops * (lh // token_stride) * (
         lw // token_stride
     )
+
+
+def _phase_data(cfg: PretrainConfig, phase: str) -> DataConfig:
+    """The data section a phase reads: the configured one, or the final phase's crops and batch."""
+    if phase == "main":
+        return cfg.data
+    final = cfg.final_phase
+    return dataclasses.replace(
+        cfg.data, global_size=final.global_size, batch_size=final.batch_size or cfg.data.batch_size
+    )
+
+
+def _crops(d: DataConfig) -> MultiCrop:
+    return MultiCrop(
+        d.global_size, d.local_size, d.local_crops, d.global_scale, d.local_scale,
+        d.brightness, d.contrast, d.saturation, d.jitter_prob, d.hflip_prob,
+    )  # fmt: skip
 
 
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> list[dict[str, Any]]:
@@ -71,25 +87,28 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
     resumed = run.restore(model, optimizer, scheduler, num_streams, cfg.to_dict())
     if not resumed and cfg.model.init:  # a fresh run from given backbone weights
         model.load_backbone(cfg.model.init, cfg)
-    crops = MultiCrop(
-        d.global_size, d.local_size, d.local_crops, d.global_scale, d.local_scale,
-        d.brightness, d.contrast, d.saturation, d.jitter_prob, d.hflip_prob,
-    )  # fmt: skip
-    batches = run.batches(shards, PretrainViews(crops), d)
+    phase_start = t.steps - cfg.final_phase.steps
     run.open_log("pretrain", f"pretrain {cfg.model.name}: {len(shards)} shards", strategy)
     if run.logger is not None and info.device.type == "cpu" and (note := cpu_warning(cfg, backbone)):
         run.message(note)
 
-    images_per_step = d.batch_size * t.accum_steps * info.world_size
-    tokens_per_step = images_per_step * tokens_per_image(cfg, backbone.token_stride)
     watch = FailureWatch(
         max(cfg.optim.warmup_steps, cfg.cl.teacher_temp_warmup_steps), cfg.cl.prototypes, 2 * d.batch_size
     )
     history: list[dict[str, Any]] = []
     window = Window()
+    phase = None
     model.train()
     while run.step < t.steps:
         step = run.step
+        if phase != (phase := "final" if step >= phase_start else "main"):
+            data = _phase_data(cfg, phase)
+            batches = run.batches(shards, PretrainViews(_crops(data)), data)  # from the current position
+            images_per_step = data.batch_size * t.accum_steps * info.world_size
+            tokens_per_step = images_per_step * tokens_per_image(data, backbone.token_stride)
+            if phase == "final":
+                h, w = (round(s * cfg.mae.output_scale) for s in data.global_size)
+                run.message(f"step {step}: final phase, global crops {data.global_size}, MAE output {h}x{w}")
         teacher_temp = linear_warmup(
             step, cfg.cl.teacher_temp_warmup_steps, cfg.cl.teacher_temp_warmup_start, cfg.cl.teacher_temp
         )
@@ -100,12 +119,10 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
 
         parts = run.micro_steps(wrapped, batches, forward)
         if cfg.optim.weight_decay_end is not None:
-            set_weight_decay(
-                optimizer, cosine(step, t.steps, cfg.optim.weight_decay, cfg.optim.weight_decay_end)
-            )
+            set_weight_decay(optimizer, cosine(step, t.steps, cfg.optim.weight_decay, cfg.optim.weight_decay_end))
         grad_norm = run.finish_step(optimizer, scheduler, model.student.parameters(), cfg.optim.clip_grad)
         model.update_teacher(cosine(step, t.steps, cfg.cl.momentum_start, cfg.cl.momentum_end))
-        history.append({"step": run.step, "loss": parts["loss"], "mae": parts["mae"], "cl": parts["cl"]})
+        history.append({"step": run.step, "phase": phase, **{k: parts[k] for k in ("loss", "mae", "cl")}})
         window.add(parts)
         if run.due(t.log_every):
             metrics, n = window.means(info)  # collective: every rank takes part
