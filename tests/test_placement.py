@@ -62,6 +62,71 @@ def test_the_costliest_stage_gets_enough_actors_to_use_every_core(monkeypatch, c
     assert placed["text"].pool_max >= max(placed[s.name].pool_max for s in stateful)
 
 
+def test_two_cores_keep_one_chain_in_two_half_cpu_actors(monkeypatch):
+    """The 2-core default (ENV.md: pools must never hold every CPU, or Ray Data deadlocks)."""
+    from curation.runner.fusion import fusable_groups
+
+    monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (2.0, 0.0))
+    units = fusable_groups(_stages(load_config(None, [])), 0.0, fuse=True)
+    [chain] = units
+    assert ray_runtime.place(units)[chain.name] == ray_runtime.Placement(
+        num_cpus=0.5, num_gpus=0.0, threads=1, pool_max=2, pool_min=2)
+
+
+def _gpu_node_plan(monkeypatch, overrides=()):
+    from curation.runner.fusion import fusable_groups
+
+    monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (96.0, 8.0))
+    units = fusable_groups(_stages(load_config(None, list(overrides))), 8.0, fuse=True)
+    return units, ray_runtime.place(units)
+
+
+def test_a_gpu_node_balances_its_gpu_pools_by_each_actors_time_per_image(monkeypatch):
+    from curation.models.costs import gpu_actor_costs
+
+    monkeypatch.delenv("CURATE_STAGE_COSTS", raising=False)
+    units, placed = _gpu_node_plan(monkeypatch)
+    gpu = {u.name: placed[u.name] for u in units if placed[u.name].num_gpus}
+    assert sorted(gpu) == sorted(GPU_STAGES)
+    stateful = [placed[u.name] for u in units if u.stateful]
+    assert sum(p.num_gpus * p.pool_max for p in stateful) <= 8.0 + 1e-9
+    assert sum(p.num_cpus * p.pool_max for p in stateful) <= 95.0 + 1e-9
+    seconds = {n: gpu_actor_costs()[n].seconds for n in gpu}
+    rate = min(p.pool_max / seconds[n] for n, p in gpu.items())  # the slowest pool sets the segment's rate
+    for n, p in gpu.items():  # no pool holds a whole actor more than that rate needs
+        assert (p.pool_max - 1) < rate * seconds[n]
+    # and the GPUs are used: one more actor of the slowest pool would not fit
+    slowest = min(gpu, key=lambda n: gpu[n].pool_max / seconds[n])
+    assert sum(p.num_gpus * p.pool_max for p in stateful) + gpu[slowest].num_gpus > 8.0
+    # Four pools of nearly equal size (detect 6, headpose 16, embed 6, text 6) were the old plan,
+    # sized by GPU fraction: embed's host work is a fifth of detect's.
+    assert gpu["headpose"].pool_max > gpu["text"].pool_max > gpu["detect"].pool_max > gpu["embed"].pool_max
+
+
+def test_a_cheap_cpu_stage_between_gpu_pools_gets_few_actors(monkeypatch):
+    # quality (~1 ms an image) alone on the CPU between embed and text took 96 actors at 0.5 CPU.
+    units, placed = _gpu_node_plan(monkeypatch)
+    assert placed["quality"].num_gpus == 0.0 and placed["quality"].pool_max <= 2
+    # A costly stage sent to the CPU on the same node is sized to keep pace with the GPU pools.
+    units, placed = _gpu_node_plan(monkeypatch, ["text.num_gpus=0"])
+    [chain] = [u for u in units if "text" in u.name]
+    assert chain.name == "quality+text+filter" and placed[chain.name].pool_max > 20
+
+
+def test_measured_costs_from_a_gpu_node_resize_the_pools(monkeypatch, tmp_path):
+    import json
+
+    _, before = _gpu_node_plan(monkeypatch)
+    measured = {"stages": {"text": {"device": "cuda", "ms_per_img": 400.0}},
+                "host_split": {"embed": {"model_ms": 1.0, "host_ms": 60.0}}}
+    (tmp_path / "costs.json").write_text(json.dumps(measured))
+    monkeypatch.setenv("CURATE_STAGE_COSTS", str(tmp_path / "costs.json"))
+    _, after = _gpu_node_plan(monkeypatch)
+    assert after["text"].pool_max > before["text"].pool_max
+    assert after["embed"].pool_max > before["embed"].pool_max
+    assert after["headpose"].pool_max < before["headpose"].pool_max
+
+
 def test_stages_without_a_cost_hint_get_equal_pools(monkeypatch):
     monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (16.0, 0.0))
     cfg = load_config(None, [])

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from curation.models.costs import GpuActorCost, gpu_actor_costs
+
 log = logging.getLogger(__name__)
 
 DRIVER_ENV = {
@@ -104,38 +106,68 @@ def cluster_totals() -> tuple[float, float]:
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
 
 
-def _cpu_pools(stages: list[Any], cpus: float) -> dict[str, int]:
-    """Actors per CPU-bound stateful stage, in proportion to its per-image cost.
-
-    Every actor of a fused segment works on a different batch at once, so the segment runs as
-    fast as its slowest pool. A pool of one single-threaded actor per stage capped the DAG at
-    its costliest stage (PP-OCRv4 `text`, ~60% of the per-image CPU on 2 cores: 0.82 of what
-    the cores could do). A stage with share `c` of the cost needs `c * cpus` cores' worth of
-    actors to keep pace; rounding up (less a little, so 2.05 stays 2) lets the costliest stage
-    use every core while the cheap stages have nothing queued. Stages without a `cost` hint
-    count as the mean of those with one (all equal when none has one).
-    """
+def _cpu_costs(stages: list[Any]) -> dict[str, float]:
+    """CPU seconds per image of each CPU unit (`Resources.cost`; a chain's is its members' sum).
+    Stages without a cost hint count as the mean of those with one (all equal when none has one)."""
     known = [s.effective_resources().cost for s in stages if s.effective_resources().cost]
     default = sum(known) / len(known) if known else 1.0
-    cost = {s.name: (s.effective_resources().cost or default) for s in stages}
-    total = sum(cost.values()) or 1.0
-    out = {}
-    for s in stages:
-        r = s.effective_resources()
-        threads = max(1.0, r.num_cpus)  # a stage asking for 4 CPUs runs 4 threads per actor
-        want = cpus * cost[s.name] / total / threads
-        out[s.name] = max(1, min(r.concurrency or 10**6, math.ceil(want - 0.1)))
-    return out
+    return {s.name: s.effective_resources().cost or default for s in stages}
+
+
+def _gpu_costs(stages: list[Any], cpu_costs: dict[str, float]) -> dict[str, GpuActorCost]:
+    """Per-image time of one actor of each GPU stage (curation/models/costs.py); a stage the table
+    does not know counts its whole CPU cost as host time (an upper bound: its networks included)."""
+    table = gpu_actor_costs()
+    return {s.name: table.get(s.name) or GpuActorCost(host_s=cpu_costs[s.name]) for s in stages}
+
+
+def _rate(on_gpu: list[Any], gpu_cost: dict[str, GpuActorCost], cpu_cost: dict[str, float], cpus: float,
+          gpus: float, cpu_room: float) -> tuple[float, dict[str, int]]:
+    """The images/s every pool of the segment is sized to pass, and the GPU pools at that rate.
+
+    A pool passes (actors x threads / seconds per image of one actor) images/s, so pools that pass
+    the same rate T are in proportion to their actors' time per image. T is the largest rate that
+    the cores carry (the CPU stages' cost and the GPU actors' host time together), and at which the
+    GPU pools, rounded up to whole actors so that each passes at least T, fit the GPUs by their
+    `num_gpus` and the CPUs left to actors by their `num_cpus`. (Rounding down would leave a pool
+    that needs 1.9 actors with one, and the whole segment at half the rate.)
+    """
+    host = sum(cpu_cost.values()) + sum(c.host_s for c in gpu_cost.values())
+    t_max = cpus / host if host else 1e9
+
+    def pools(t: float) -> dict[str, int]:
+        return {s.name: max(1, min(s.effective_resources().concurrency or 10**6,
+                                   math.ceil(t * gpu_cost[s.name].seconds - 1e-9))) for s in on_gpu}
+
+    def fits(n: dict[str, int]) -> bool:
+        rs = {s.name: s.effective_resources() for s in on_gpu}
+        return (sum(n[k] * r.num_gpus for k, r in rs.items()) <= gpus + 1e-9
+                and sum(n[k] * min(r.num_cpus, 1.0) for k, r in rs.items()) <= cpu_room + 1e-9)
+
+    if not on_gpu or fits(pools(t_max)):
+        return t_max, pools(t_max)
+    lo, hi = 0.0, t_max  # pools(t) only grow with t: the largest t that fits, by bisection
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fits(pools(mid)) else (lo, mid)
+    return lo, pools(lo)
 
 
 def place(stages: list[Any]) -> dict[str, Placement]:
     """Resources for each map stage of one fused segment, sized to the cluster.
 
+    Every pool is sized to pass the same images/s (`_rate`): a CPU pool gets actors in
+    proportion to its cost (`Resources.cost`), rounded up (less a little, so 2.05 stays 2) so the
+    costliest stage can use every core while the cheap ones have nothing queued; a GPU pool gets
+    actors in proportion to one actor's time per image (curation/models/costs.py), as many as
+    the GPUs hold. A CPU-only segment thus spreads the cores by cost share, as before;
+    beside GPU pools a cheap CPU stage (`quality`, ~1 ms an image) gets the few actors the GPU
+    stages' rate needs, not the node's cores.
+
     Actor pools hold their CPUs for the whole job, so together they get at most `total - 1`
-    logical CPUs. How many actors each CPU stage gets follows its relative cost
-    (`Resources.cost`, see `_cpu_pools`); the logical budget is then split over all actors, so a
-    2-core machine runs 6 single-threaded actors at 1/6 CPU each (the OS shares the two cores
-    among whichever have work). GPU stages are sized by their GPU fraction as before.
+    logical CPUs: the CPU pools share what the GPU actors leave, split over all their actors, so
+    a 2-core machine runs one chain of every stage in 2 actors at 1/2 CPU each (the OS shares the
+    two cores among whichever have work).
 
     What is left is shared by every task operator of the job: the runner's load and write tasks
     (LOADER_WRITER_OPS) and the task stages. A task stage asking for a whole CPU beside five
@@ -148,17 +180,21 @@ def place(stages: list[Any]) -> dict[str, Placement]:
     budget = max(cpus - 1.0, 0.1 * len(stateful))
     out: dict[str, Placement] = {}
     on_gpu = [s for s in stateful if s.uses_gpu and gpus > 0 and s.effective_resources().num_gpus > 0]
+    on_cpu = [s for s in stateful if s not in on_gpu]
+    threads = {s.name: max(1, round(s.effective_resources().num_cpus)) for s in stateful}
+    cpu_cost = _cpu_costs(on_cpu)
+    rate, gpu_pools = _rate(on_gpu, _gpu_costs(on_gpu, _cpu_costs(stateful)), cpu_cost, cpus, gpus,
+                            budget - 0.1 * len(on_cpu))
     for s in on_gpu:
         r = s.effective_resources()
-        capacity = gpus / r.num_gpus
-        pool = max(1, min(r.concurrency or 10**6, int(capacity) // max(1, len(stateful))))
-        out[s.name] = Placement(num_cpus=min(r.num_cpus, 1.0), num_gpus=r.num_gpus,
-                                threads=max(1, round(r.num_cpus)), pool_max=pool)
-    on_cpu = [s for s in stateful if s not in on_gpu]
+        out[s.name] = Placement(num_cpus=min(r.num_cpus, 1.0), num_gpus=r.num_gpus, threads=threads[s.name],
+                                pool_max=gpu_pools[s.name])
     if on_cpu:
         left = max(budget - sum(p.num_cpus * p.pool_max for p in out.values()), 0.1 * len(on_cpu))
-        pools = _cpu_pools(on_cpu, cpus)
-        threads = {s.name: max(1, round(s.effective_resources().num_cpus)) for s in on_cpu}
+        # A stage asking for 4 CPUs runs 4 threads per actor: a quarter of the actors.
+        want = {s.name: rate * cpu_cost[s.name] / threads[s.name] for s in on_cpu}
+        pools = {s.name: max(1, min(s.effective_resources().concurrency or 10**6, math.ceil(want[s.name] - 0.1)))
+                 for s in on_cpu}
         per_thread = left / sum(pools[n] * threads[n] for n in pools)
         for s in on_cpu:
             num_cpus = min(s.effective_resources().num_cpus, per_thread * threads[s.name])
