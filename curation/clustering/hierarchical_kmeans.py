@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from curation.clustering import faiss_ops
+from curation.clustering import dense_ops, faiss_ops
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,8 @@ def _greedy_seeds(x: np.ndarray, k: int, rng: np.random.Generator, n_trials: int
 
 def kmeans(x: np.ndarray, k: int, n_iter: int, rng: np.random.Generator,
            init_points_per_centroid: int = 4, fit_points_per_centroid: int = 128,
-           init: str = "kmeans++", kmeanspp_trials: int | None = None) -> np.ndarray:
+           init: str = "kmeans++", kmeanspp_trials: int | None = None,
+           precision: str | None = None) -> np.ndarray:
     """k-means++ seeding then Lloyd (faiss), each on a uniform subsample. Returns centroids.
 
     init="random" seeds from k random points instead (faiss' default): k-means++ is sequential in
@@ -111,6 +112,10 @@ def kmeans(x: np.ndarray, k: int, n_iter: int, rng: np.random.Generator,
     if init != "kmeans++":
         raise ValueError(f"init must be 'kmeans++' or 'random', not {init!r}")
     seed_points = x if n <= init_points_per_centroid * k else x[_subsample(n, init_points_per_centroid * k, rng)]
+    if precision is not None:  # torch products (dense_ops): bfloat16 where the hardware has them
+        with dense_ops.torch_threads(1):
+            centroids = dense_ops.greedy_seeds(dense_ops.Points(seed_points, precision), k, rng, kmeanspp_trials)
+        return dense_ops.lloyd(dense_ops.Points(fit, precision), centroids, n_iter, rng)
     centroids = kmeans_plusplus(seed_points, k, rng, kmeanspp_trials)
     return faiss_ops.lloyd(fit, centroids, n_iter, seed=int(rng.integers(2**31)))
 
@@ -129,7 +134,14 @@ def fit_level(x: np.ndarray, level: Level, n_iter: int, rng: np.random.Generator
     """One level: (centroids, label per point, distance per point)."""
     k = max(1, min(level.k, len(x) // 2))  # >= 2 points per cluster on average: small runs stay sane
     centroids = kmeans(x, k, n_iter, rng, **kmeans_kw)
-    labels, dist = faiss_ops.nearest(x, centroids)
+    precision = kmeans_kw.get("precision")
+
+    level_points = None if precision is None else dense_ops.Points(x, precision, keep_values=False)
+
+    def nearest(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return faiss_ops.nearest(x, c) if level_points is None else dense_ops.nearest(level_points, c)
+
+    labels, dist = nearest(centroids)
     if level.sample_size > 1:
         for _ in range(level.n_resampling_steps):
             if resample_strategy == "closest":
@@ -143,7 +155,7 @@ def fit_level(x: np.ndarray, level: Level, n_iter: int, rng: np.random.Generator
             # re-seeded on the resampled set, as Vo et al. do: warm-starting Lloyd from the
             # current centroids instead keeps them where the dense regions put them
             centroids = kmeans(x[np.sort(picked)], len(centroids), n_iter, rng, **kmeans_kw)
-            labels, dist = faiss_ops.nearest(x, centroids)
+            labels, dist = nearest(centroids)
     return centroids, labels, dist
 
 

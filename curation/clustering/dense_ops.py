@@ -1,0 +1,179 @@
+"""Distance products for the hierarchy's fit in torch, in float32 or bfloat16.
+
+bfloat16 matrix products run on the CPU's AMX tiles (Sapphire Rapids and later) at about 3x the
+float32 rate (docs/benchmarks.md), and on any GPU. Their output is bfloat16 too (torch has no
+bf16 x bf16 -> fp32 product on the CPU), so the product must land near zero to keep its precision:
+rows are augmented so that one product gives half the squared distance,
+
+    x' = [x, |x|^2/2 (hi), |x|^2/2 (lo), 1, 1],   c' = [-c, 1, 1, |c|^2/2 (hi), |c|^2/2 (lo)],
+    x' . c' = |x - c|^2 / 2,
+
+with each half-norm split into a bfloat16 value and its bfloat16 remainder, so the only rounding
+left is the inputs' (2^-9 of each coordinate) and the output's (2^-9 of d^2/2, not of x.c ~ 1).
+Labels and distances come from that product.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+CHUNK_ROWS = 8192  # a chunk's [rows, k] scores stay small enough to argmin from cache
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def fast_bfloat16() -> bool:
+    """True where bfloat16 products are fast: a GPU, or a CPU with AMX tiles."""
+    if torch.cuda.is_available():
+        return True
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+def resolve(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "auto":
+        return "bfloat16" if fast_bfloat16() else "float32"
+    return precision
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run a block on n torch threads (None: leave as is), restoring the count after."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Points:
+    """Rows ready for distance products: the augmented rows in the compute dtype (`rows`, and
+    `as_centres` for seeding), and, with `keep_values`, their float32 values for centroid means.
+    Built a chunk at a time from rows of any float dtype: no float32 copy of the whole."""
+
+    def __init__(self, x: np.ndarray, precision: str, keep_values: bool = True, chunk_rows: int = 65536):
+        self.dtype = torch.bfloat16 if resolve(precision) == "bfloat16" else torch.float32
+        device = _device()
+        n, d = x.shape
+        self.values = torch.empty((n, d), dtype=torch.float32, device=device) if keep_values else None
+        self.rows = torch.empty((n, _width(d)), dtype=self.dtype, device=device)
+        for start in range(0, n, chunk_rows):
+            v = torch.from_numpy(np.ascontiguousarray(x[start:start + chunk_rows], dtype=np.float32)).to(device)
+            self.rows[start:start + len(v)] = augment(v, self.dtype, as_centres=False)
+            if keep_values:
+                self.values[start:start + len(v)] = v
+        self._centres: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def as_centres(self) -> torch.Tensor:
+        if self._centres is None:
+            self._centres = augment(self.values, self.dtype, as_centres=True)
+        return self._centres
+
+
+def _width(d: int) -> int:
+    return -(-(d + 4) // 32) * 32  # the four extra columns, rounded up to the AMX tile's depth
+
+
+def augment(v: torch.Tensor, dtype: torch.dtype, as_centres: bool) -> torch.Tensor:
+    """[n, D] float32 -> [n, D'] rows whose products give half squared distances (module doc)."""
+    n, d = v.shape
+    out = torch.zeros((n, _width(d)), dtype=dtype, device=v.device)
+    rounded = v.to(dtype)
+    out[:, :d] = -rounded if as_centres else rounded
+    half = rounded.float().square().sum(dim=1).mul_(0.5)
+    hi = half.to(dtype)
+    lo = (half - hi.float()).to(dtype)
+    norm_at, ones_at = (d + 2, d) if as_centres else (d, d + 2)
+    out[:, norm_at] = hi
+    out[:, norm_at + 1] = lo
+    out[:, ones_at:ones_at + 2] = 1
+    return out
+
+
+def assign(points: Points, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(nearest centre int64 [n], half its squared distance float32 [n]) of every point;
+    centres = augmented rows (`augment`)."""
+    labels = torch.empty(len(points), dtype=torch.int64, device=points.rows.device)
+    half_d2 = torch.empty(len(points), dtype=torch.float32, device=points.rows.device)
+    for start in range(0, len(points), CHUNK_ROWS):
+        chunk = points.rows[start:start + CHUNK_ROWS]
+        scores = chunk @ centres.T
+        if scores.dtype == torch.bfloat16:
+            # torch's bfloat16 argmin is several times slower than the product; scores >= 0 (up
+            # to rounding) order like their bits read as int16, whose min is vectorised
+            best = scores.view(torch.int16).min(dim=1)
+            values = best.values.view(torch.bfloat16)
+        else:
+            best = scores.min(dim=1)
+            values = best.values
+        labels[start:start + len(chunk)] = best.indices
+        half_d2[start:start + len(chunk)] = values
+    return labels, half_d2
+
+
+def nearest(points: Points, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(nearest centroid int64 [N], its Euclidean distance float32 [N]). In bfloat16 the
+    distance carries the product's rounding (2^-9 of d^2): enough to rank a cluster's points."""
+    c = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).to(points.rows.device)
+    labels, half_d2 = assign(points, augment(c, points.dtype, as_centres=True))
+    return labels.cpu().numpy(), half_d2.clamp_(min=0).mul_(2).sqrt_().cpu().numpy()
+
+
+def lloyd(points: Points, centroids: np.ndarray, n_iter: int, rng: np.random.Generator) -> np.ndarray:
+    """Lloyd iterations from `centroids`. An emptied cluster takes over half of a cluster drawn
+    by size (its centroid nudged apart from that one's), as faiss does."""
+    c = torch.from_numpy(np.array(centroids, dtype=np.float32)).to(points.values.device)
+    k, d = c.shape
+    for _ in range(n_iter):
+        labels, _ = assign(points, augment(c, points.dtype, as_centres=True))
+        counts = torch.bincount(labels, minlength=k).to(torch.float32)
+        sums = torch.zeros((k, d), dtype=torch.float32, device=c.device).index_add_(0, labels, points.values)
+        full = counts > 0
+        c[full] = sums[full] / counts[full, None]
+        for empty in torch.nonzero(~full).flatten().tolist():
+            p = (counts - 1).clamp_(min=0).cpu().numpy().astype(np.float64)
+            if p.sum() <= 0:
+                break
+            donor = int(rng.choice(k, p=p / p.sum()))
+            nudge = torch.from_numpy(rng.standard_normal(d).astype(np.float32) * np.float32(1e-3)).to(c.device)
+            c[empty], c[donor] = c[donor] + nudge, c[donor] - nudge
+            counts[empty] = counts[donor] = counts[donor] / 2
+    return c.cpu().numpy()
+
+
+def greedy_seeds(points: Points, k: int, rng: np.random.Generator, n_trials: int | None) -> np.ndarray:
+    """Greedy k-means++ (see hierarchical_kmeans.kmeans_plusplus) on `points`: [k, D] float32."""
+    n = len(points)
+    trials = max(1, 2 + int(np.log(k)) if n_trials is None else int(n_trials))
+    cand = points.as_centres
+    chosen = np.empty(k, dtype=np.int64)
+    chosen[0] = int(rng.integers(n))
+    closest = (points.rows @ cand[chosen[0]]).float().mul_(2).clamp_(min=0)
+    for c in range(1, k):
+        cum = torch.cumsum(closest.double(), dim=0)
+        total = float(cum[-1])
+        if total <= 0:  # fewer distinct points than k: repeat a point, Lloyd will empty it
+            chosen[c] = int(rng.integers(n))
+            continue
+        draws = torch.from_numpy(rng.random(trials) * total).to(cum.device)
+        picks = torch.searchsorted(cum, draws).clamp_(max=n - 1)
+        d = (points.rows @ cand[picks].T).float().mul_(2).clamp_(min=0)
+        d = torch.minimum(d, closest[:, None])
+        best = int(d.sum(dim=0).argmin())
+        closest = d[:, best].contiguous()
+        chosen[c] = int(picks[best])
+    return points.values[torch.from_numpy(chosen).to(points.values.device)].cpu().numpy()
