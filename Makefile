@@ -24,6 +24,7 @@ demo: install
 	CURATE=$(CURATE) bash scripts/demo.sh
 
 test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 bench: install

@@ -51,7 +51,7 @@ def run(crawl: Path, out: Path, limit_s: float) -> tuple[float, int, int]:
     ps = psutil.Process(proc.pid)
     peak_total = peak_driver = 0
     deadline = time.monotonic() + limit_s
-    # Bounded in count and in time (issue 7): one sample of a big process tree can take longer than
+    # Bounded in count and in time: one sample of a big process tree can take longer than
     # SAMPLE_S on a loaded machine, so the count alone would not bound the wall clock.
     for _ in range(int(limit_s / SAMPLE_S) + 1):
         if proc.poll() is not None or time.monotonic() > deadline:

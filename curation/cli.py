@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -47,8 +49,8 @@ def main_options(debug: bool = typer.Option(False, "--debug", help="Show traceba
 
 
 @app.command("stages")
-def stages_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
-    """List the registered stages: name, kind, columns, rejects and resources."""
+def stages_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable, one object per stage.")) -> None:
+    """The DAG (curation/stages/dag.py) in run order: each stage's kind, columns, rejects and resources."""
     from curation.stages.dag import all_stages
 
     rows = []
@@ -56,17 +58,33 @@ def stages_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
         r = cls.resources
         rows.append({"name": name, "kind": cls.kind, "requires": list(cls.requires), "produces": list(cls.produces),
                      "rejects": list(cls.rejects), "num_cpus": r.num_cpus, "num_gpus": r.num_gpus,
-                     "batch_size": r.batch_size, "stateful": cls.stateful, "description": cls.description})
+                     "batch_size": r.batch_size, "gpu_batch_size": r.gpu_batch_size, "stateful": cls.stateful,
+                     "description": cls.description})
     if as_json:
-        out.print_json(json.dumps(rows))
+        typer.echo(json.dumps(rows, indent=1))
         return
-    table = Table(title="curation stages (DAG order)")
-    for col in ("stage", "kind", "adds columns", "rejects", "cpus", "gpus", "batch", "actor"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], r["kind"], ", ".join(r["produces"]) or "-", ", ".join(r["rejects"]) or "-",
-                      str(r["num_cpus"]), str(r["num_gpus"]), str(r["batch_size"]), "yes" if r["stateful"] else "")
-    out.print(table)
+    header = ("stage", "kind", "cpus", "gpus", "batch", "actor", "adds columns", "rejects")
+    cells = [(r["name"], r["kind"], str(r["num_cpus"]), str(r["num_gpus"]), str(r["batch_size"]),
+              "yes" if r["stateful"] else "", ", ".join(r["produces"]) or "-", ", ".join(r["rejects"]) or "-")
+             for r in rows]
+    if out.is_terminal:
+        table = Table(title="curation stages (DAG order)", caption=BATCH_RULE)
+        for col in header:
+            table.add_column(col)
+        for row in cells:
+            table.add_row(*row)
+        out.print(table)
+        return
+    # A pipe, a log, CI: full width, plain text, nothing cut to "…".
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    for row in [header, *cells]:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    typer.echo(BATCH_RULE)
+
+
+BATCH_RULE = ("batch: rows per call on a CPU (gpus: on a GPU, gpu_batch_size). Consecutive CPU model stages run "
+              "in one actor, fed batches of the smallest model batch there, or of any larger batch_size you set; "
+              "each stage then works in its own batch size.")
 
 
 @app.command("run")
@@ -83,6 +101,7 @@ def run_cmd(
 ) -> None:
     """Run the whole DAG, or one stage, and print the funnel."""
     from curation.progress.live import LiveProgress, progress_for
+    from curation.progress.ray_log import log_path_for, ray_lines_to
     from curation.runner.pipeline import run_pipeline
 
     cfg = load_config(config, set_)
@@ -97,13 +116,25 @@ def run_cmd(
             "an image folder, a URL list (.parquet/.csv/.tsv/.jsonl), WebDataset .tars, or an s3:// URI"
         raise InputError(f"input not found: {input}; --input takes {what}")
     progress = progress_for(console)
-    if isinstance(progress, LiveProgress):
-        with progress:
-            summary = run_pipeline(cfg, input, output, stage=stage, reconfigure=reconfigure, on_event=progress)
-    else:
+    # Ray's own lines (its C++ core's warnings, its loggers) go to a log file; --debug keeps them here.
+    ray_log = None if STATE["debug"] else log_path_for(output)
+    with ray_lines_to(ray_log) if ray_log else nullcontext(), progress if isinstance(progress, LiveProgress) \
+            else nullcontext():
         summary = run_pipeline(cfg, input, output, stage=stage, reconfigure=reconfigure, on_event=progress)
+    if ray_log and os.path.exists(ray_log) and os.path.getsize(ray_log):
+        console.print(f"Ray's own messages: {ray_log}", style="dim", highlight=False, soft_wrap=True)
     _print_funnel(summary)
     _print_ingest_line(summary)
+    if not summary["complete"]:
+        from curation.progress.status_view import next_stage
+
+        following = next_stage(summary)
+        out.print(f"run incomplete: {following!r} comes next; continue with "
+                  f"`curate run --stage {following} --input {output} --output {output}` "
+                  f"(or the whole run again: finished shards are skipped)", highlight=False, soft_wrap=True)
+        if stage is None:  # a whole run that ends incomplete lost work somewhere
+            raise typer.Exit(1)
+        return
     if not summary["balanced"]:
         console.print(f"[red]accounting does not balance: inputs {summary['inputs']} != kept {summary['kept']} "
                       f"+ rejected {summary['rejected']}[/red]")

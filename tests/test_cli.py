@@ -30,6 +30,27 @@ def test_stages_lists_the_registry_in_dag_order():
     assert "decompression_bomb" in decode["rejects"] and decode["num_cpus"] == 1.0
 
 
+def test_stages_piped_prints_the_dag_in_full():
+    from curation.stages.dag import DAG
+
+    res = curate("stages")  # captured: not a terminal
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:1 + len(DAG)]] == list(DAG)
+    assert "…" not in res.stdout and "no_image_in_sample" in res.stdout  # ingest's last reject, uncut
+    assert "in its own batch size" in lines[-1]
+
+
+def test_one_stage_run_says_what_comes_next(sample_crawl, tmp_path):
+    crawl, _ = sample_crawl
+    out = tmp_path / "out"
+    res = curate("run", "-i", str(crawl), "-o", str(out), "--stage", "ingest",
+                 *[a for o in base_overrides() for a in ("--set", o)], "--set", "run.num_cpus=2")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "does not balance" not in res.stdout + res.stderr
+    assert "run incomplete:" in res.stdout and f"--input {out} --output {out}" in res.stdout
+
+
 def test_status_json_matches_the_ledger(ray_local, sample_crawl, tmp_path):
     crawl, _ = sample_crawl
     out = tmp_path / "out"

@@ -32,6 +32,15 @@ def test_cpu_workers_run_the_whole_per_image_dag_in_one_chain():
     assert res.cost == pytest.approx(sum(get_stage(n).resources.cost or 0 for n in DAG))
 
 
+def test_a_batch_size_the_user_sets_inside_a_chain_is_honoured():
+    raised = load_config(None, ["detect.batch_size=48"])
+    units = fusable_groups([get_stage(n)(raised) for n in DAG], gpus=0.0, fuse=True)
+    assert units[0].effective_resources().batch_size == 48  # detect sees batches of 48
+    lowered = load_config(None, ["embed.batch_size=8"])
+    units = fusable_groups([get_stage(n)(lowered) for n in DAG], gpus=0.0, fuse=True)
+    assert units[0].effective_resources().batch_size == 8  # the smallest model batch, now embed's
+
+
 def test_gpu_stages_keep_their_own_pools_and_cpu_runs_between_them_fuse():
     cfg = load_config(None, [])
     units = fusable_groups([get_stage(n)(cfg) for n in DAG], gpus=1.0, fuse=True)

@@ -49,7 +49,8 @@ def band_rows(batch: pa.Table, layout: BandLayout, n_partitions: int, attrs: lis
     content = batch["content_hash"].take(pa.array(has_content))  # no sha1, no exact-duplicate row
     buckets = np.concatenate([table_keys(h, layout, t) for t in range(n_tables)] + [_content_key(content)])
     kind = np.r_[np.zeros(n * n_tables, np.int8), np.ones(len(has_content), np.int8)]  # 1 = exact row
-    # a pyarrow index array: ChunkedArray.take with a numpy one was ~15x slower (pyarrow 2x)
+    # a pyarrow index array: ChunkedArray.take converts a numpy one first, which cost far more
+    # than the take itself (docs/benchmarks.md, "Global stages")
     take = pa.array(np.r_[np.tile(np.arange(n), n_tables), has_content])
     cols = {PART: part_of(buckets ^ kind.astype(np.uint64), n_partitions), "kind": kind,
             "bucket": buckets}

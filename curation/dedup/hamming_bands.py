@@ -236,7 +236,8 @@ def _verify_runs(k: np.ndarray, rows: np.ndarray, hashes: np.ndarray, max_distan
 
 def _rows_in_runs(same: np.ndarray) -> np.ndarray:
     """Sorted positions p with p in `same` or p-1 in `same` (`same` ascending). Merged by hand:
-    np.union1d goes through numpy 2.4's hash-based unique, 0.5 s for 600k ints here."""
+    np.union1d goes through a general unique, far slower on these already-sorted arrays
+    (docs/benchmarks.md, "Global stages")."""
     pos = np.concatenate([same, same + 1])
     pos.sort()
     return pos[np.r_[True, pos[1:] != pos[:-1]]]

@@ -40,8 +40,3 @@ def phash_many(images: list[bytes | None], decode_min_side: int = DEFAULT_DECODE
         out[i] = value
         ok[i] = True
     return out, ok
-
-
-def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
-    """Bitwise Hamming distance of uint64 hashes (numpy >= 2 popcount)."""
-    return np.bitwise_count(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64)))

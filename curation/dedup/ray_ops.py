@@ -55,7 +55,7 @@ def with_shuffle(ds: Any, shuffle: str, n_partitions: int = 1) -> Any:
     But every map task writes one block per partition: M x N objects, hopeless at thousands of
     partitions.
     "push": Ray's push-based sort shuffle (merges while mapping; its choice for 100 TB sorts).
-    "hash": Ray 2.60's default, actor-based hash shuffle: streaming aggregation, no M x N blocks;
+    "hash": Ray's default in the version we pin, an actor-based hash shuffle: streaming aggregation, no M x N blocks;
     what billions of rows need.
     "auto": "sort" up to SORT_SHUFFLE_MAX_PARTITIONS partitions, "hash" above.
     """

@@ -109,7 +109,7 @@ class MtcnnHeadPose:
         boxes, probs, marks = self.mtcnn.detect(crop, landmarks=True)
         if boxes is None:
             return None
-        # facenet-pytorch 2.5.3 hands back object arrays under numpy 2: make them numeric.
+        # facenet-pytorch can hand back object arrays (ragged per-image results): make them numeric.
         boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
         probs = np.asarray(probs, dtype=float).reshape(-1)
         marks = np.asarray(marks, dtype=float).reshape(-1, 5, 2)

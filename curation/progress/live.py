@@ -93,6 +93,11 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def count(n: int, noun: str) -> str:
+    """`1 tar`, `16 tars`."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def fmt_rate(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:.1f}"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from curation.progress.live import fmt_rate, fmt_rejects
+from curation.progress.live import count, fmt_rate, fmt_rejects
 
 
 def run_summary(run_dir: str) -> dict[str, Any]:
@@ -33,7 +33,15 @@ def status_table(summary: dict[str, Any], title: str | None = None) -> Table:
     if "shards" in summary:
         table.add_row("shard", "", str(summary["kept"]), str(summary["shards"]["samples"]), "", "-",
                       "-", end_section=True)
-        table.caption = f"{summary['shards']['files']} tars, {summary['shards']['samples']} samples"
-    if not summary.get("balanced", True):
+        table.caption = f"{count(summary['shards']['files'], 'tar')}, {count(summary['shards']['samples'], 'sample')}"
+    if summary.get("complete", True) and not summary.get("balanced", True):
         table.caption = (table.caption or "") + "  [red]accounting does not balance[/red]"
     return table
+
+
+def next_stage(summary: dict[str, Any]) -> str | None:
+    """The first stage of the run with shards still to do (None: the run is complete)."""
+    for name, s in summary["stages"].items():
+        if s["shards_done"] < s["shards_total"]:
+            return name
+    return None

@@ -13,6 +13,7 @@ from typing import Any
 
 from curation import __version__
 from curation.io import fs
+from curation.progress.live import count
 from curation.report import galleries as gal
 from curation.report import html as page_html
 from curation.report import plots
@@ -87,7 +88,8 @@ def run_info(run: RunData) -> dict[str, str]:
             "code version (report)": __version__, "config hash": run.run_info.get("config_hash", "-"),
             "stages": ", ".join(run.stages)}
     if run.manifest:
-        info["shards"] = f"{len(run.manifest['shards'])} tars, {run.manifest['counts']['samples']} samples"
+        tars, samples = len(run.manifest["shards"]), run.manifest["counts"]["samples"]
+        info["shards"] = f"{count(tars, 'tar')}, {count(samples, 'sample')}"
     return info
 
 
@@ -110,7 +112,8 @@ def build_report(run_dir: str, out_dir: str | None = None, max_shards: int = 200
         ("galleries", "Galleries", "".join(page_html.gallery(g) for g in chosen)),
         ("config", "Resolved config", f"<pre>{html.escape(run.config_text)}</pre>"),
     ]
-    text = page_html.page(f"curation run report: {run_dir}", sections)
+    banner = page_html.random_weights_banner(run.run_info.get("random_weights", []))
+    text = page_html.page(f"curation run report: {run_dir}", sections, banner)
     target = out_dir or fs.join(run_dir, "report")
     uri = fs.join(target, "index.html")
     fs.write_bytes(uri, text.encode())

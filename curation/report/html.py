@@ -17,6 +17,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; 
 h1 { margin-bottom: .2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid #ddd; padding: 3px 8px; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.banner { background: #fde8e8; border: 2px solid #c00; color: #600; padding: .7em 1em; margin-bottom: 1em; }
 .plots { display: flex; flex-wrap: wrap; gap: 12px; } .plots figure { margin: 0; }
 .absent { width: 360px; height: 120px; border: 1px dashed #aaa; display: flex; align-items: center;
           justify-content: center; color: #777; text-align: center; padding: 0 1em; }
@@ -108,11 +109,21 @@ def meta_table(info: dict[str, str]) -> str:
     return f'<table class="meta">{rows}</table>'
 
 
-def page(title: str, sections: list[tuple[str, str, str]]) -> str:
-    """`sections`: (anchor, heading, inner HTML already escaped)."""
+def random_weights_banner(stages: list[str]) -> str:
+    """The first thing a reader sees when a run's scores are meaningless."""
+    if not stages:
+        return ""
+    return (f'<div class="banner" role="alert"><strong>Random weights:</strong> {escape(", ".join(stages))} '
+            "ran with randomly initialised models (asked for by name in the config). Their detections, "
+            "embeddings and scores, and every filter, duplicate and cluster decision that reads them, "
+            "mean nothing; the pipeline and its accounting are real.</div>")
+
+
+def page(title: str, sections: list[tuple[str, str, str]], banner: str = "") -> str:
+    """`sections`: (anchor, heading, inner HTML already escaped); `banner`: HTML above everything."""
     toc = " · ".join(f'<a href="#{a}">{escape(h)}</a>' for a, h, _ in sections)
     body = "".join(f'<section id="{a}"><h2>{escape(h)}</h2>{inner}</section>' for a, h, inner in sections)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             '<link rel="icon" href="data:,">'
-            f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1><nav>{toc}</nav>{body}</body></html>")
+            f"<style>{CSS}</style></head><body>{banner}<h1>{escape(title)}</h1><nav>{toc}</nav>{body}</body></html>")

@@ -42,14 +42,16 @@ class StageGroup:
         pixel_models = [r for s, r in zip(self.stages, rs) if s.stateful and "image" in s.required_columns()]
         caps = [r.concurrency for r in rs if r.concurrency]
         costs = [r.cost for r in rs if r.cost]
-        # The batch the chain is handed: the smallest a model on pixels asks for (16: detect,
-        # headpose, text; embed asks for 32). A chain runs on CPUs only (GPU stages never fuse),
-        # where ViT-B-32 costs the same per image in batches of 16 as of 32 (measured: 95-100 vs
-        # 100 ms, 1 thread), while every batch fewer at the end of a job is a core less idle
-        # (the last batch runs on one actor while the others wait). Not quality's 256 rows of
-        # vectors: a batch carries image bytes.
-        return Resources(num_cpus=max(r.num_cpus for r in models), num_gpus=0.0,
-                         batch_size=min(r.batch_size for r in (pixel_models or models)),
+        # The batch the chain is handed: the smallest a model on pixels asks for by default (16:
+        # detect, headpose, text; embed asks for 32). A chain runs on CPUs only (GPU stages never
+        # fuse), where ViT-B-32 costs the same per image in batches of 16 as of 32 (docs/benchmarks.md),
+        # while every batch fewer at the end of a job is a core less idle (the last batch runs on
+        # one actor while the others wait). Not quality's 256 rows of vectors: a batch carries
+        # image bytes. A batch_size the user sets on a member is honoured: the chain is handed at
+        # least that many rows, and FusedStageRunner slices them to each member's own size.
+        chosen = [s.params.batch_size for s in self.stages if s.params is not None and s.params.batch_size]
+        batch = max([min(r.batch_size for r in (pixel_models or models)), *chosen])
+        return Resources(num_cpus=max(r.num_cpus for r in models), num_gpus=0.0, batch_size=batch,
                          concurrency=min(caps) if caps else None, cost=sum(costs) if costs else None)
 
 

@@ -1,4 +1,4 @@
-"""Near-duplicate quality on real photos (issue 4): the phash and semdedup stages through Ray
+"""Near-duplicate quality on real photos: the phash and semdedup stages through Ray
 Data on originals + transformed copies (JPEG q50-95, resize 0.5x-2x, crop <= 5%, brightness
 +-10%) + byte-identical copies + distinct images. Prints precision / recall per transform."""
 
@@ -152,14 +152,6 @@ def semdedup_run(rows: list[dict], clip: pa.Array, eps: float, cache: str) -> pa
     targets = set(out.filter(pa.compute.is_valid(out["semdup_of"]))["semdup_of"].to_pylist())
     assert targets <= kept and kept  # every group points at a kept row: one kept, not none
     return out
-
-
-def test_semdedup_random_clip_precision_recall(clip_rows, tmp_path, capsys):
-    rows, clip = clip_rows
-    out = semdedup_run(rows, clip, 0.05, str(tmp_path / "cache"))
-    precision, recall, pairs = quality(rows, final_group(out, "semdup_of"))
-    with capsys.disabled():
-        print(f"\n{report('semdedup eps=0.05, RANDOM-WEIGHT CLIP ViT-B-32', precision, recall, pairs)}")
 
 
 # Measured on this set through the embed stage (random-weight ViT-B-32, float16 vectors):

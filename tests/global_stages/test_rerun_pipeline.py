@@ -1,6 +1,6 @@
 """Reruns of a finished run folder with `--reconfigure`, through the real runner on the sample
-crawl (issue 4: a new sampling target must not re-cluster, a new dedup threshold must not
-re-hash). One run of ingest, decode, embed (random-weight CLIP), phash, cluster and sample is
+crawl: a new sampling target must not re-cluster, a new dedup threshold must not
+re-hash. One run of ingest, decode, embed (random-weight CLIP), phash, cluster and sample is
 shared; each test reruns a copy of it."""
 
 from __future__ import annotations

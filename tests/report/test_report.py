@@ -132,3 +132,14 @@ def test_report_of_an_unfinished_run_marks_what_is_missing(report_run):
     assert len(page.tiles) == 24  # the one gallery there is: kept rows (broken files included, as text tiles)
     thumbs = [i for i in page.imgs if i["src"].startswith("data:image/jpeg")]
     assert len(thumbs) + text.count('<div class="noimg">') == 24 and len(thumbs) >= 18
+
+
+def test_a_random_weights_run_says_so_above_everything_else(report_html):
+    from curation.report.html import random_weights_banner
+
+    _, index = report_html
+    text = Path(index).read_text()
+    banner = text.index('class="banner"')
+    assert banner < text.index("<h1>")
+    assert "Random weights:</strong> embed, quality ran" in text[banner:text.index("<h1>")]
+    assert random_weights_banner([]) == ""  # a run with real weights shows none
