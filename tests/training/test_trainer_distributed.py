@@ -5,10 +5,10 @@ The 2-rank runs share one launch (two_ranks.py)."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
+from two_rank_worker import checkpoint_at
 
 from curation.training.checkpoint import LAST, export_checkpoint, load_checkpoint, read_checkpoint
 from curation.training.distributed import DistInfo
@@ -19,14 +19,6 @@ pytestmark = pytest.mark.timeout(240)
 def _losses(out) -> dict[int, float]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in rows}
-
-
-def _checkpoint_at(src, dst_out, step: int):
-    """A run directory whose newest checkpoint is `src`'s step `step`: a run that stopped there."""
-    dst_out.mkdir(parents=True)
-    name = f"checkpoint-{step:08d}"
-    shutil.copytree(src / name, dst_out / name)
-    (dst_out / LAST).symlink_to(name)
 
 
 def _launched(runs, name: str, strategy: str, steps: int):
@@ -74,7 +66,7 @@ def test_fsdp_checkpoint_resumes_on_two_ranks_exactly_and_reshards_onto_one(tmp_
     moments = [s["exp_avg"] for s in optimizer.state.values()]
     assert moments and all(m.abs().sum() > 0 for m in moments[:4])  # Adam state came back, not zeros
     c = tmp_path / "c"
-    _checkpoint_at(a, c, 2)
+    checkpoint_at(a, c, 2)
     history = pretrain(cfg, c)
     assert [h["step"] for h in history] == [3, 4]
 

@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 from curation.config import ConfigError, build_dataclass
-from curation.training.config import OptimConfig, TrainConfig, load_tree
+from curation.training.config import OptimConfig, TrainConfig
+from curation.training.config_tree import load_tree
 
 TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
 
