@@ -21,12 +21,15 @@ import platform
 import resource
 import time
 
+import faiss
 import numpy as np
+import torch
 
-from curation.clustering import faiss_ops
+from curation.clustering import dense_ops, faiss_ops
 from curation.clustering.balanced_sampling import hierarchical_sample
 from curation.clustering.hierarchical_kmeans import Hierarchy, Level, hierarchical_kmeans
 from curation.clustering.synthetic import Mixture, balance, make_mixture, oracle_counts, uniform_counts
+from curation.stages.cluster import ClusterConfig
 
 SCALES = {  # rows, dim, k per level, resampling steps, sample sizes, target
     "200k": (200_000, 256, [2000, 200, 20], [10, 10, 10], [10, 5, 3], 20_000),
@@ -43,7 +46,7 @@ def row(name: str, b: dict[str, float], extra: str = "") -> str:
     return (f"| {name} | {b['entropy']:.3f} | {b['max_min']:.1f} | {100 * b['covered']:.1f}% | {extra}")
 
 
-def run(data: str, scale: str, seed: int) -> None:
+def run(data: str, scale: str, seed: int, precision: str, fit_points_per_centroid: int) -> None:
     n, dim, ks, steps, sizes, target = SCALES[scale]
     m = Mixture(n=n, dim=dim, n_groups=20 if data == "two-level" else 0)
     t = time.perf_counter()
@@ -52,14 +55,17 @@ def run(data: str, scale: str, seed: int) -> None:
           f"{m.size_ratio:.0f}), target {target:,d}; generated in {time.perf_counter() - t:.1f} s", flush=True)
     levels = [Level(k, r, s) for k, r, s in zip(ks, steps, sizes)]
     t0, c0 = time.perf_counter(), time.process_time()
-    h = hierarchical_kmeans(x, levels, n_iter=20, seed=seed)
+    h = hierarchical_kmeans(x, levels, n_iter=20, seed=seed, precision=precision,
+                            fit_points_per_centroid=fit_points_per_centroid)
     fit_wall, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
     level_wall = h.stats["seconds_per_level"]
-    print(f"fit {[(lv.k, lv.n_resampling_steps, lv.sample_size) for lv in levels]}: {fit_wall:.1f} s wall, "
+    print(f"fit {[(lv.k, lv.n_resampling_steps, lv.sample_size) for lv in levels]}, precision "
+          f"{dense_ops.resolve(precision)}, Lloyd on <= {fit_points_per_centroid} points per centroid: "
+          f"{fit_wall:.1f} s wall, "
           f"{fit_cpu:.1f} s CPU; per level {level_wall} s wall", flush=True)
     # assignment of every row, as the stage's map_batches does: nearest level-1 centroid, then parents
     t1, c1 = time.perf_counter(), time.process_time()
-    level1, _ = faiss_ops.nearest(x, h.centroids[0], normalize=True)
+    level1, _ = dense_ops.nearest_rows(x, h.centroids[0], precision, normalize=True)
     labels = Hierarchy(h.centroids, h.parents, level1, np.zeros(0)).lift(level1)
     assign_wall, assign_cpu = time.perf_counter() - t1, time.process_time() - c1
     print("| selection | entropy H/log C | max/min | components covered | time |")
@@ -87,11 +93,19 @@ def main() -> None:
     ap.add_argument("--data", choices=["two-level", "flat", "both"], default="both")
     ap.add_argument("--scale", choices=sorted(SCALES), default="200k")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", choices=dense_ops.PRECISIONS, default="auto",
+                    help="distance products of the fit and the assignment (cluster.precision)")
+    ap.add_argument("--fit-points-per-centroid", type=int, default=ClusterConfig.fit_points_per_centroid)
+    ap.add_argument("--threads", type=int, default=0, help="torch and faiss threads (0: their default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, faiss GPU: {faiss_ops.use_gpu()}, "
+          f"bfloat16 fast: {dense_ops.fast_bfloat16()}, torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     for data in (["two-level", "flat"] if args.data == "both" else [args.data]):
-        run(data, args.scale, args.seed)
+        run(data, args.scale, args.seed, args.precision, args.fit_points_per_centroid)
 
 
 if __name__ == "__main__":

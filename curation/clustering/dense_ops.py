@@ -20,6 +20,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from curation.clustering import faiss_ops
+
 CHUNK_ROWS = 8192  # a chunk's [rows, k] scores stay small enough to argmin from cache
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -57,30 +59,40 @@ def torch_threads(n: int | None):
 
 
 class Points:
-    """Rows ready for distance products: the augmented rows in the compute dtype (`rows`, and
-    `as_centres` for seeding), and, with `keep_values`, their float32 values for centroid means.
-    Built a chunk at a time from rows of any float dtype: no float32 copy of the whole."""
+    """Rows ready for distance products: augmented (see `augment`) in the compute dtype. Built
+    once per level a chunk at a time from rows of any float dtype (no float32 copy of the whole);
+    subsets (`take`) index it, and the values for centroid means are read back from it."""
 
-    def __init__(self, x: np.ndarray, precision: str, keep_values: bool = True, chunk_rows: int = 65536):
-        self.dtype = torch.bfloat16 if resolve(precision) == "bfloat16" else torch.float32
-        device = _device()
-        n, d = x.shape
-        self.values = torch.empty((n, d), dtype=torch.float32, device=device) if keep_values else None
-        self.rows = torch.empty((n, _width(d)), dtype=self.dtype, device=device)
-        for start in range(0, n, chunk_rows):
-            v = torch.from_numpy(np.ascontiguousarray(x[start:start + chunk_rows], dtype=np.float32)).to(device)
-            self.rows[start:start + len(v)] = augment(v, self.dtype, as_centres=False)
-            if keep_values:
-                self.values[start:start + len(v)] = v
+    def __init__(self, rows: torch.Tensor, dim: int):
+        self.rows, self.dim, self.dtype = rows, dim, rows.dtype
         self._centres: torch.Tensor | None = None
+
+    @classmethod
+    def from_array(cls, x: np.ndarray, precision: str, normalize: bool = False, chunk_rows: int = 65536) -> Points:
+        dtype = torch.bfloat16 if resolve(precision) == "bfloat16" else torch.float32
+        n, d = x.shape
+        rows = torch.empty((n, _width(d)), dtype=dtype, device=_device())
+        for start in range(0, n, chunk_rows):
+            v = torch.from_numpy(np.array(x[start:start + chunk_rows], dtype=np.float32)).to(rows.device)
+            if normalize:
+                v /= torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_(min=1e-12)
+            rows[start:start + len(v)] = augment(v, dtype, as_centres=False)
+        return cls(rows, d)
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def take(self, index: np.ndarray) -> Points:
+        return Points(self.rows[torch.from_numpy(np.asarray(index, dtype=np.int64)).to(self.rows.device)], self.dim)
+
+    def values(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """float32 coordinates of rows start:stop (as rounded to the compute dtype)."""
+        return self.rows[start:stop, :self.dim].float()
+
     @property
     def as_centres(self) -> torch.Tensor:
         if self._centres is None:
-            self._centres = augment(self.values, self.dtype, as_centres=True)
+            self._centres = augment(self.values(), self.dtype, as_centres=True)
         return self._centres
 
 
@@ -133,15 +145,32 @@ def nearest(points: Points, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return labels.cpu().numpy(), half_d2.clamp_(min=0).mul_(2).sqrt_().cpu().numpy()
 
 
+def nearest_rows(x: np.ndarray, centroids: np.ndarray, precision: str, normalize: bool = False,
+                 chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """`nearest` for rows of any float dtype, a chunk at a time (the stage's assignment map);
+    faiss where the products are float32 (its search is faster than torch's there)."""
+    if resolve(precision) == "float32":
+        return faiss_ops.nearest(x, centroids, normalize=normalize)
+    labels = np.empty(len(x), dtype=np.int64)
+    dist = np.empty(len(x), dtype=np.float32)
+    for start in range(0, len(x), chunk_rows):
+        stop = start + chunk_rows
+        labels[start:stop], dist[start:stop] = nearest(
+            Points.from_array(x[start:stop], precision, normalize), centroids)
+    return labels, dist
+
+
 def lloyd(points: Points, centroids: np.ndarray, n_iter: int, rng: np.random.Generator) -> np.ndarray:
     """Lloyd iterations from `centroids`. An emptied cluster takes over half of a cluster drawn
     by size (its centroid nudged apart from that one's), as faiss does."""
-    c = torch.from_numpy(np.array(centroids, dtype=np.float32)).to(points.values.device)
+    c = torch.from_numpy(np.array(centroids, dtype=np.float32)).to(points.rows.device)
     k, d = c.shape
     for _ in range(n_iter):
         labels, _ = assign(points, augment(c, points.dtype, as_centres=True))
         counts = torch.bincount(labels, minlength=k).to(torch.float32)
-        sums = torch.zeros((k, d), dtype=torch.float32, device=c.device).index_add_(0, labels, points.values)
+        sums = torch.zeros((k, d), dtype=torch.float32, device=c.device)
+        for start in range(0, len(points), CHUNK_ROWS):
+            sums.index_add_(0, labels[start:start + CHUNK_ROWS], points.values(start, start + CHUNK_ROWS))
         full = counts > 0
         c[full] = sums[full] / counts[full, None]
         for empty in torch.nonzero(~full).flatten().tolist():
@@ -176,4 +205,4 @@ def greedy_seeds(points: Points, k: int, rng: np.random.Generator, n_trials: int
         best = int(d.sum(dim=0).argmin())
         closest = d[:, best].contiguous()
         chosen[c] = int(picks[best])
-    return points.values[torch.from_numpy(chosen).to(points.values.device)].cpu().numpy()
+    return points.take(chosen).values().cpu().numpy()

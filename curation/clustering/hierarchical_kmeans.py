@@ -92,11 +92,11 @@ def _greedy_seeds(x: np.ndarray, k: int, rng: np.random.Generator, n_trials: int
     return centres
 
 
-def kmeans(x: np.ndarray, k: int, n_iter: int, rng: np.random.Generator,
+def kmeans(x: np.ndarray | dense_ops.Points, k: int, n_iter: int, rng: np.random.Generator,
            init_points_per_centroid: int = 4, fit_points_per_centroid: int = 128,
-           init: str = "kmeans++", kmeanspp_trials: int | None = None,
-           precision: str | None = None) -> np.ndarray:
-    """k-means++ seeding then Lloyd (faiss), each on a uniform subsample. Returns centroids.
+           init: str = "kmeans++", kmeanspp_trials: int | None = None) -> np.ndarray:
+    """k-means++ seeding then Lloyd, each on a uniform subsample. Returns centroids. `x` is
+    numpy rows (Lloyd in faiss) or `dense_ops.Points` (torch products, bfloat16 where fast).
 
     init="random" seeds from k random points instead (faiss' default): k-means++ is sequential in
     k, O(k^2 x init_points_per_centroid x D), which is fine for the hierarchy's k but not for
@@ -104,20 +104,28 @@ def kmeans(x: np.ndarray, k: int, n_iter: int, rng: np.random.Generator,
     """
     n = len(x)
     k = max(1, min(k, n))
-    fit = x if n <= fit_points_per_centroid * k else x[_subsample(n, fit_points_per_centroid * k, rng)]
+    dense = isinstance(x, dense_ops.Points)
+    fit = x if n <= fit_points_per_centroid * k else _take(x, _subsample(n, fit_points_per_centroid * k, rng))
     if init == "random":
+        if dense:
+            start = fit.take(np.sort(rng.choice(len(fit), size=k, replace=False))).values().cpu().numpy()
+            return dense_ops.lloyd(fit, start, max(1, n_iter), rng)
         if k == 1:
             return faiss_ops.as_float32(fit).mean(axis=0, keepdims=True)
         return faiss_ops.lloyd(fit, k, max(1, n_iter), seed=int(rng.integers(2**31)))
     if init != "kmeans++":
         raise ValueError(f"init must be 'kmeans++' or 'random', not {init!r}")
-    seed_points = x if n <= init_points_per_centroid * k else x[_subsample(n, init_points_per_centroid * k, rng)]
-    if precision is not None:  # torch products (dense_ops): bfloat16 where the hardware has them
-        with dense_ops.torch_threads(1):
-            centroids = dense_ops.greedy_seeds(dense_ops.Points(seed_points, precision), k, rng, kmeanspp_trials)
-        return dense_ops.lloyd(dense_ops.Points(fit, precision), centroids, n_iter, rng)
+    seed_points = x if n <= init_points_per_centroid * k else _take(x, _subsample(n, init_points_per_centroid * k, rng))
+    if dense:
+        with dense_ops.torch_threads(1):  # one small product per centre: threads only add overhead
+            centroids = dense_ops.greedy_seeds(seed_points, k, rng, kmeanspp_trials)
+        return dense_ops.lloyd(fit, centroids, n_iter, rng)
     centroids = kmeans_plusplus(seed_points, k, rng, kmeanspp_trials)
     return faiss_ops.lloyd(fit, centroids, n_iter, seed=int(rng.integers(2**31)))
+
+
+def _take(x: np.ndarray | dense_ops.Points, index: np.ndarray) -> np.ndarray | dense_ops.Points:
+    return x.take(index) if isinstance(x, dense_ops.Points) else x[index]
 
 
 def closest_per_cluster(labels: np.ndarray, distances: np.ndarray, per_cluster: int) -> np.ndarray:
@@ -129,17 +137,14 @@ def closest_per_cluster(labels: np.ndarray, distances: np.ndarray, per_cluster: 
     return order[rank < per_cluster]
 
 
-def fit_level(x: np.ndarray, level: Level, n_iter: int, rng: np.random.Generator,
+def fit_level(x: np.ndarray | dense_ops.Points, level: Level, n_iter: int, rng: np.random.Generator,
               resample_strategy: str = "closest", **kmeans_kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One level: (centroids, label per point, distance per point)."""
     k = max(1, min(level.k, len(x) // 2))  # >= 2 points per cluster on average: small runs stay sane
     centroids = kmeans(x, k, n_iter, rng, **kmeans_kw)
-    precision = kmeans_kw.get("precision")
-
-    level_points = None if precision is None else dense_ops.Points(x, precision, keep_values=False)
 
     def nearest(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return faiss_ops.nearest(x, c) if level_points is None else dense_ops.nearest(level_points, c)
+        return dense_ops.nearest(x, c) if isinstance(x, dense_ops.Points) else faiss_ops.nearest(x, c)
 
     labels, dist = nearest(centroids)
     if level.sample_size > 1:
@@ -154,20 +159,24 @@ def fit_level(x: np.ndarray, level: Level, n_iter: int, rng: np.random.Generator
                 break
             # re-seeded on the resampled set, as Vo et al. do: warm-starting Lloyd from the
             # current centroids instead keeps them where the dense regions put them
-            centroids = kmeans(x[np.sort(picked)], len(centroids), n_iter, rng, **kmeans_kw)
+            centroids = kmeans(_take(x, np.sort(picked)), len(centroids), n_iter, rng, **kmeans_kw)
             labels, dist = nearest(centroids)
     return centroids, labels, dist
 
 
 def hierarchical_kmeans(x: np.ndarray, levels: list[Level], n_iter: int = 20, seed: int = 0,
                         resample_strategy: str = "closest", normalize: bool = True,
-                        **kmeans_kw) -> Hierarchy:
+                        precision: str | None = None, **kmeans_kw) -> Hierarchy:
     """Fit the hierarchy on `x` ([N, D], any float dtype). With `normalize`, rows are L2-normalised
-    first (CLIP embeddings compare by angle)."""
+    first (CLIP embeddings compare by angle). `precision` (dense_ops.PRECISIONS) fits with torch
+    products; None with faiss in float32."""
     if not levels:
         raise ValueError("hierarchical k-means needs at least one level")
     rng = np.random.default_rng(seed)
-    points = faiss_ops.normalize_rows(x) if normalize else x
+    if precision is not None:  # one augmented copy per level, normalised as it is built
+        points = dense_ops.Points.from_array(x, precision, normalize)
+    else:
+        points = faiss_ops.normalize_rows(x) if normalize else x
     centroids, parents, seconds = [], [], []
     labels = distances = None
     for depth, level in enumerate(levels):
@@ -179,7 +188,7 @@ def hierarchical_kmeans(x: np.ndarray, levels: list[Level], n_iter: int = 20, se
         else:
             parents.append(lab)
         centroids.append(c)
-        points = c
+        points = c if precision is None else dense_ops.Points.from_array(c, precision)
     sizes = np.bincount(labels, minlength=len(centroids[0]))
     return Hierarchy(centroids, parents, labels, distances,
                      stats={"level1_sizes_max": int(sizes.max()), "level1_empty": int((sizes == 0).sum()),

@@ -8,7 +8,7 @@ Ray Data steps:
           cached in `ctx.cache_uri` keyed by `ctx.input_fingerprint` and the cluster config: a
           rerun of this stage, or of `sample` with a new target (which reads only the columns
           written here), never refits. GPU faiss when present.
-  assign  map_batches: nearest level-1 centroid of every row (chunked faiss search), then the
+  assign  map_batches: nearest level-1 centroid of every row (chunked; the fit's `precision`), then the
           parent map gives levels 2..L; also writes `cluster_distance` for closest-to-centroid
           sampling. Embarrassingly parallel: time per row = k1 x D flops.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from curation.clustering import faiss_ops
+from curation.clustering import dense_ops
 from curation.clustering.arrow_vectors import vectors
 from curation.clustering.hierarchical_kmeans import Hierarchy, Level, hierarchical_kmeans
 from curation.config import ConfigError, StageConfig
@@ -47,15 +47,18 @@ class ClusterConfig(StageConfig):
     fit_sample_size: int = 2_000_000  # rows the hierarchy is fitted on; all rows are assigned
     init_points_per_centroid: int = 4  # k-means++ seeding subsample (greedy seeding, 2 + ln k trials)
     fit_points_per_centroid: int = 128  # Lloyd subsample
+    # distance products of the fit: "auto" = bfloat16 on a GPU or an AMX CPU, else float32
+    precision: str = "auto"
 
 
-def _assign(batch: pa.Table, centroids: np.ndarray, parents: list[np.ndarray], normalize: bool) -> pa.Table:
+def _assign(batch: pa.Table, centroids: np.ndarray, parents: list[np.ndarray], normalize: bool,
+            precision: str = "float32") -> pa.Table:
     x, valid = vectors(batch["clip"])
     cols = {"id": batch["id"], "input_shard": batch["input_shard"]}
     ids = np.zeros((batch.num_rows, MAX_LEVELS), dtype=np.int32)
     dist = np.zeros(batch.num_rows, dtype=np.float32)
     if valid.any():
-        level1, dist[valid] = faiss_ops.nearest(x[valid], centroids, normalize=normalize)
+        level1, dist[valid] = dense_ops.nearest_rows(x[valid], centroids, precision, normalize=normalize)
         lifted = Hierarchy([centroids], parents, level1, dist[valid]).lift(level1)
         ids[valid, : lifted.shape[1]] = lifted
     for level, name in enumerate(LEVEL_COLUMNS):
@@ -94,13 +97,16 @@ class ClusterStage(Stage):
             raise ConfigError("cluster.k, cluster.n_resampling_steps and cluster.sample_size need one entry per level")
         if cfg.resample_strategy not in ("closest", "random"):
             raise ConfigError(f"cluster.resample_strategy: 'closest' or 'random', not {cfg.resample_strategy!r}")
+        if cfg.precision not in dense_ops.PRECISIONS:
+            raise ConfigError(f"cluster.precision: one of {dense_ops.PRECISIONS}, not {cfg.precision!r}")
 
     def hierarchy(self, ds, ctx, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """(level-1 centroids, parent maps), fitted or from the cache."""
         cfg = self._cfg
         # "greedy-kmeans++": hierarchies fitted before the seeding changed must not be reused
         params = ["greedy-kmeans++", cfg.k, cfg.n_resampling_steps, cfg.sample_size, cfg.n_iter, cfg.resample_strategy,
-                  cfg.normalize, cfg.fit_sample_size, cfg.init_points_per_centroid, cfg.fit_points_per_centroid]
+                  cfg.normalize, cfg.fit_sample_size, cfg.init_points_per_centroid, cfg.fit_points_per_centroid,
+                  dense_ops.resolve(cfg.precision)]  # resolved: "auto" fits differently by hardware
         name = "hierarchy-" + cache.cache_key(ctx.input_fingerprint, params, ctx.seed)
         uri = cache.join(ctx.cache_uri, name)
         stored = cache.load_arrays(uri)
@@ -113,7 +119,7 @@ class ClusterStage(Stage):
             x = np.concatenate([v[m] for v, m in (vectors(b["clip"]) for b in batches)])
             h = hierarchical_kmeans(x, self.levels(), cfg.n_iter, ctx.seed, cfg.resample_strategy, cfg.normalize,
                                     init_points_per_centroid=cfg.init_points_per_centroid,
-                                    fit_points_per_centroid=cfg.fit_points_per_centroid)
+                                    fit_points_per_centroid=cfg.fit_points_per_centroid, precision=cfg.precision)
             stored = {f"centroids_l{i + 1}": c for i, c in enumerate(h.centroids)}
             stored.update({f"parents_l{i + 1}": p for i, p in enumerate(h.parents)})
             cache.save_arrays(uri, stored, {"levels": [len(c) for c in h.centroids], "fitted_on": len(x), **h.stats})
@@ -128,4 +134,5 @@ class ClusterStage(Stage):
             return ds.map_batches(lambda t: finalize(t, OUTPUT), batch_format="pyarrow")
         centroids, parents = self.hierarchy(ds, ctx, n)
         return ds.map_batches(_assign, batch_format="pyarrow", batch_size=self.effective_resources().batch_size,
-                              fn_kwargs={"centroids": centroids, "parents": parents, "normalize": self._cfg.normalize})
+                              fn_kwargs={"centroids": centroids, "parents": parents, "normalize": self._cfg.normalize,
+                                         "precision": self._cfg.precision})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from curation.clustering import dense_ops
 from curation.clustering.balanced_sampling import (
     allocate,
     cap_allocation,
@@ -72,6 +73,37 @@ def test_kmeans_plusplus_seeds_every_separated_blob():
     x = np.repeat(np.eye(8) * 100, 50, axis=0) + rng.standard_normal((400, 8))
     centres = kmeans_plusplus(x, 8, rng)
     assert len({int(np.argmax(c)) for c in centres}) == 8
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_dense_products_give_nearest_centroid_and_distance(precision):
+    """The augmented product is half the squared distance: labels match exact search up to the
+    rounding of the compute dtype, and the distances match to that rounding too."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 48)).astype(np.float16)
+    c = rng.standard_normal((70, 48)).astype(np.float32)
+    labels, dist = dense_ops.nearest_rows(x, c, precision, chunk_rows=1000)
+    exact = np.linalg.norm(x.astype(np.float32)[:, None, :] - c[None], axis=2)
+    best = exact.min(axis=1)
+    tol = 1e-4 if precision == "float32" else 2e-2  # bfloat16: 2^-9 of d^2 in the inputs and the product
+    assert (exact[np.arange(len(x)), labels] <= best * (1 + tol)).all()
+    assert np.allclose(dist, exact[np.arange(len(x)), labels], rtol=tol)
+    if precision == "float32":
+        assert (labels == exact.argmin(axis=1)).all()
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_dense_kmeans_finds_separated_blobs_and_refills_empty_clusters(precision):
+    rng = np.random.default_rng(1)
+    x = np.repeat(np.eye(8) * 10, 60, axis=0) + rng.standard_normal((480, 8))
+    points = dense_ops.Points.from_array(x, precision)
+    seeds = dense_ops.greedy_seeds(points, 8, rng, None)
+    assert len({int(np.argmax(c)) for c in seeds}) == 8
+    # two centroids start on the same blob's far side: Lloyd moves them, none stays empty
+    start = np.vstack([seeds[:7], np.full((1, 8), 1000.0)])
+    centroids = dense_ops.lloyd(points, start, 10, rng)
+    labels, _ = dense_ops.nearest(points, centroids)
+    assert len(np.unique(labels)) == 8 and np.abs(centroids).max() < 20
 
 
 def test_hierarchy_shapes_resampling_and_determinism():
