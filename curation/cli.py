@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -101,7 +100,7 @@ def run_cmd(
 ) -> None:
     """Run the whole DAG, or one stage, and print the funnel."""
     from curation.progress.live import LiveProgress, progress_for
-    from curation.progress.ray_log import log_path_for, ray_lines_to
+    from curation.progress.ray_log import ray_lines_to
     from curation.runner.pipeline import run_pipeline
 
     cfg = load_config(config, set_)
@@ -116,13 +115,12 @@ def run_cmd(
             "an image folder, a URL list (.parquet/.csv/.tsv/.jsonl), WebDataset .tars, or an s3:// URI"
         raise InputError(f"input not found: {input}; --input takes {what}")
     progress = progress_for(console)
-    # Ray's own lines (its C++ core's warnings, its loggers) go to a log file; --debug keeps them here.
-    ray_log = None if STATE["debug"] else log_path_for(output)
-    with ray_lines_to(ray_log) if ray_log else nullcontext(), progress if isinstance(progress, LiveProgress) \
-            else nullcontext():
+    # Ray's own lines (its C++ core's warnings, its loggers) go to OUT/logs/ray.log; --debug keeps them here.
+    ray_log = nullcontext() if STATE["debug"] else ray_lines_to(output)
+    with ray_log as log, progress if isinstance(progress, LiveProgress) else nullcontext():
         summary = run_pipeline(cfg, input, output, stage=stage, reconfigure=reconfigure, on_event=progress)
-    if ray_log and os.path.exists(ray_log) and os.path.getsize(ray_log):
-        console.print(f"Ray's own messages: {ray_log}", style="dim", highlight=False, soft_wrap=True)
+    if log is not None and log.path:
+        console.print(f"Ray's own messages: {log.path}", style="dim", highlight=False, soft_wrap=True)
     _print_funnel(summary)
     _print_ingest_line(summary)
     if not summary["complete"]:

@@ -41,14 +41,19 @@ def test_stages_piped_prints_the_dag_in_full():
     assert "in its own batch size" in lines[-1]
 
 
-def test_one_stage_run_says_what_comes_next(sample_crawl, tmp_path):
+def test_one_stage_run_says_what_comes_next(ray_local, sample_crawl, tmp_path):
+    from typer.testing import CliRunner
+
+    from curation.cli import app
+
     crawl, _ = sample_crawl
     out = tmp_path / "out"
-    res = curate("run", "-i", str(crawl), "-o", str(out), "--stage", "ingest",
-                 *[a for o in base_overrides() for a in ("--set", o)], "--set", "run.num_cpus=2")
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert "does not balance" not in res.stdout + res.stderr
-    assert "run incomplete:" in res.stdout and f"--input {out} --output {out}" in res.stdout
+    args = ["run", "-i", str(crawl), "-o", str(out), "--stage", "ingest"]
+    res = CliRunner().invoke(app, [*args, *[a for o in base_overrides() for a in ("--set", o)]])
+    assert res.exit_code == 0, res.output[-2000:]
+    assert "does not balance" not in res.output
+    assert "run incomplete: 'decode' comes next" in res.output  # the funnel's next stage, by name
+    assert f"--stage decode --input {out} --output {out}" in res.output.replace("\n", "")
 
 
 def test_status_json_matches_the_ledger(ray_local, sample_crawl, tmp_path):

@@ -61,7 +61,7 @@ def test_shard_events_add_up_to_the_ledger(report_run):
     shard = [e["counts"]["shard"] for e in events if e["event"] == "shard_done" and e["stages"] == ["shard"]]
     assert sum(c["kept"] for c in shard) == ledger["shards"]["samples"]
     starts = [e["stages"] for e in events if e["event"] == "job_start"]
-    assert starts == [["ingest"], ["decode", "embed", "quality", "filter"], ["phash"], ["cluster"], ["sample"]]
+    assert starts == [["ingest"], ["decode", "embed", "quality", "filter"], ["phash"], ["cluster"], ["sample"], ["shard"]]
 
 
 def test_line_progress_prints_a_summary_line_per_stage(report_run):
@@ -99,3 +99,26 @@ def test_live_progress_renders_rows_rejects_and_eta():
 
 def test_progress_is_line_oriented_without_a_terminal():
     assert isinstance(progress_for(Console(file=io.StringIO(), force_terminal=False)), LineProgress)
+
+
+def test_ray_lines_go_to_the_run_log_and_ours_stay_on_the_terminal(tmp_path, capfd):
+    import logging
+    import os
+    import sys
+
+    from curation.progress.ray_log import ray_lines_to
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with ray_lines_to(str(out)) as log:
+        os.write(2, b"core_worker.cc:2465: Actor with class name ...\n")  # how Ray's C++ core writes
+        logging.getLogger("ray.data").warning("Progress bars disabled.")
+        print("shard 1/4 done", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "core_worker" not in err and "Progress bars" not in err and "shard 1/4 done" in err
+    assert log.path == str(out / "logs" / "ray.log")
+    text = (out / "logs" / "ray.log").read_text()
+    assert "core_worker.cc" in text and "Progress bars disabled." in text
+    with ray_lines_to(str(tmp_path / "never-made")) as quiet:
+        pass
+    assert quiet.path is None and not (tmp_path / "never-made").exists()  # nothing said, nothing left
