@@ -4,7 +4,6 @@ with the package, the logged scalars land in OUT/tensorboard/."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -15,37 +14,27 @@ from curation.training.progress import MetricsLogger
 
 pytestmark = pytest.mark.timeout(120)
 
-# Runs `curate` with torch.utils.tensorboard unimportable, as on a machine without the package
-# (it is not a dependency), whether or not this one has it.
-WITHOUT_TENSORBOARD = (
-    "import sys; sys.modules['torch.utils.tensorboard'] = None; "
-    "from curation.cli import main; sys.argv = ['curate', *sys.argv[1:]]; main()"
-)
-
 
 def test_tensorboard_is_off_by_default():
     assert TrainConfig().tensorboard is False
 
 
 @pytest.mark.parametrize("command", ["pretrain", "head"])
-def test_asking_for_tensorboard_without_the_package_is_one_line_before_any_work(command, tmp_path):
+def test_asking_for_tensorboard_without_the_package_is_one_line_before_any_work(command, tmp_path, monkeypatch, capsys):
+    # `curate`'s own entry point with torch.utils.tensorboard unimportable, as on a machine without
+    # the package (it is not a dependency), whether or not this one has it.
+    from curation.cli import main
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     out = tmp_path / "run"
     args = ["train", command, "--data", str(tmp_path / "none.json"), "--out", str(out)]
-    args += (
-        ["--model", "sapiens2-tiny"]
-        if command == "pretrain"
-        else ["--task", "seg", "--set", "model.init=random"]
-    )
-    args += ["--set", "train.tensorboard=true"]
-    res = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TENSORBOARD, *args],
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-    )
-    lines = (res.stdout + res.stderr).strip().splitlines()
-    assert res.returncode == 2 and len(lines) == 1, lines
+    args += ["--model", "sapiens2-tiny"] if command == "pretrain" else ["--task", "seg", "--set", "model.init=random"]
+    monkeypatch.setattr(sys, "argv", ["curate", *args, "--set", "train.tensorboard=true"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1, lines
     assert "tensorboard package is not installed" in lines[0] and "pip install tensorboard" in lines[0]
     assert "train.tensorboard=false" in lines[0] and "Traceback" not in lines[0]
     assert not out.exists()  # refused before the data, the model or the output folder
