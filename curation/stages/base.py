@@ -98,7 +98,7 @@ class Stage:
     def run_global(self, ds: Any, ctx: Any) -> Any:
         """global stages: `ds` is a Ray Dataset of kept rows with `id`, `input_shard` and
         `required_columns()`. Return a Ray Dataset with `id`, `input_shard`, `produces` and
-        `reject` (null when kept) for every input row. `ctx` is a GlobalContext."""
+        `reject` (null when kept) for every input row. `ctx` is a runner.global_job.GlobalContext."""
         raise TypeError(f"stage {self.name} is not a global stage")
 
 

@@ -20,7 +20,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 @dataclass
 class Ctx:
-    """The GlobalContext attributes the global stages rely on (curation/runner/pipeline.py owns the
+    """The GlobalContext attributes the global stages rely on (curation/runner/global_job.py owns the
     real one): config, cache_uri, input_fingerprint, seed, num_cpus."""
 
     config: object

@@ -231,7 +231,7 @@ def test_a_sparse_file_is_refused_without_reading_it(tmp_path):
     # so a child of a busy pytest process would report the parent's peak.
     code = (
         "import sys\n"
-        "from curation.config import load_config\n"
+        "from curation.stages.dag import load_config\n"
         "from curation.stages.ingest import IngestStage\n"
         "stage = IngestStage(load_config(None, []))\n"
         "[spec] = stage.plan(sys.argv[1])\n"
