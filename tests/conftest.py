@@ -43,3 +43,18 @@ def sample_crawl(tmp_path_factory):
     info = build_sample_crawl(str(root), form="folder", seed=0)
     return root, info
 
+
+
+@pytest.fixture(scope="session")
+def base_run(ray_local, sample_crawl, tmp_path_factory):
+    """The non-model DAG on the sample crawl, run once and shared: (OUT, ledger summary, crawl info).
+    Tests that change a run work on a copy or a new folder."""
+    from run_helpers import base_overrides
+
+    from curation.runner.pipeline import run_pipeline
+    from curation.stages.dag import load_config
+
+    crawl, info = sample_crawl
+    out = tmp_path_factory.mktemp("run") / "out"
+    summary = run_pipeline(load_config(None, base_overrides("shard.samples_per_shard=40")), str(crawl), str(out))
+    return out, summary, info

@@ -7,7 +7,6 @@ import sys
 import pytest
 from run_helpers import base_overrides
 
-from curation.runner.pipeline import run_pipeline
 from curation.stages.dag import load_config
 
 pytestmark = pytest.mark.timeout(300)
@@ -56,10 +55,8 @@ def test_one_stage_run_says_what_comes_next(ray_local, sample_crawl, tmp_path):
     assert f"--stage decode --input {out} --output {out}" in res.output.replace("\n", "")
 
 
-def test_status_json_matches_the_ledger(ray_local, sample_crawl, tmp_path):
-    crawl, _ = sample_crawl
-    out = tmp_path / "out"
-    run_pipeline(load_config(None, base_overrides()), str(crawl), str(out))
+def test_status_json_matches_the_ledger(base_run):
+    out = base_run[0]
     res = curate("status", str(out), "--json")
     assert res.returncode == 0, res.stderr
     status = json.loads(res.stdout)

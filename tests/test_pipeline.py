@@ -16,12 +16,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def full_run(ray_local, sample_crawl, tmp_path_factory):
-    crawl, info = sample_crawl
-    out = tmp_path_factory.mktemp("run") / "out"
-    cfg = load_config(None, base_overrides("shard.samples_per_shard=40"))
-    summary = run_pipeline(cfg, str(crawl), str(out))
-    return out, summary, info
+def full_run(base_run):
+    return base_run
 
 
 def _read_samples(out):
