@@ -46,7 +46,8 @@ def row(name: str, b: dict[str, float], extra: str = "") -> str:
     return (f"| {name} | {b['entropy']:.3f} | {b['max_min']:.1f} | {100 * b['covered']:.1f}% | {extra}")
 
 
-def run(data: str, scale: str, seed: int, precision: str, fit_points_per_centroid: int) -> None:
+def run(data: str, scale: str, seed: int, precision: str, fit_points_per_centroid: int,
+        upper_capacity: float) -> None:
     n, dim, ks, steps, sizes, target = SCALES[scale]
     m = Mixture(n=n, dim=dim, n_groups=20 if data == "two-level" else 0)
     t = time.perf_counter()
@@ -56,11 +57,12 @@ def run(data: str, scale: str, seed: int, precision: str, fit_points_per_centroi
     levels = [Level(k, r, s) for k, r, s in zip(ks, steps, sizes)]
     t0, c0 = time.perf_counter(), time.process_time()
     h = hierarchical_kmeans(x, levels, n_iter=20, seed=seed, precision=precision,
-                            fit_points_per_centroid=fit_points_per_centroid)
+                            fit_points_per_centroid=fit_points_per_centroid, upper_capacity=upper_capacity)
     fit_wall, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
     level_wall = h.stats["seconds_per_level"]
     print(f"fit {[(lv.k, lv.n_resampling_steps, lv.sample_size) for lv in levels]}, precision "
-          f"{dense_ops.resolve(precision)}, Lloyd on <= {fit_points_per_centroid} points per centroid: "
+          f"{dense_ops.resolve(precision)}, Lloyd on <= {fit_points_per_centroid} points per centroid, "
+          f"upper capacity {upper_capacity}: "
           f"{fit_wall:.1f} s wall, "
           f"{fit_cpu:.1f} s CPU; per level {level_wall} s wall", flush=True)
     # assignment of every row, as the stage's map_batches does: nearest level-1 centroid, then parents
@@ -96,6 +98,8 @@ def main() -> None:
     ap.add_argument("--precision", choices=dense_ops.PRECISIONS, default="auto",
                     help="distance products of the fit and the assignment (cluster.precision)")
     ap.add_argument("--fit-points-per-centroid", type=int, default=ClusterConfig.fit_points_per_centroid)
+    ap.add_argument("--upper-capacity", type=float, default=ClusterConfig.upper_capacity,
+                    help="levels 2+: at most this x the mean children per cluster (0: plain nearest)")
     ap.add_argument("--threads", type=int, default=0, help="torch and faiss threads (0: their default)")
     args = ap.parse_args()
     if args.threads:
@@ -105,7 +109,7 @@ def main() -> None:
           f"bfloat16 fast: {dense_ops.fast_bfloat16()}, torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     for data in (["two-level", "flat"] if args.data == "both" else [args.data]):
-        run(data, args.scale, args.seed, args.precision, args.fit_points_per_centroid)
+        run(data, args.scale, args.seed, args.precision, args.fit_points_per_centroid, args.upper_capacity)
 
 
 if __name__ == "__main__":

@@ -137,13 +137,41 @@ def closest_per_cluster(labels: np.ndarray, distances: np.ndarray, per_cluster: 
     return order[rank < per_cluster]
 
 
+def capped_assign(x: np.ndarray, centroids: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid with room, each centroid taking at most `cap` points (raised to
+    ceil(n / k) if lower): in rounds, every unplaced point asks its nearest centroid that still
+    has room, and each centroid takes its closest askers up to its room. For the upper levels,
+    whose points are a few thousand centroids: [n, k] distances in memory."""
+    x, c = faiss_ops.as_float32(x), faiss_ops.as_float32(centroids)
+    d = np.maximum((x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None, :], 0)
+    n, k = d.shape
+    labels = np.full(n, -1, dtype=np.int64)
+    room = np.full(k, max(int(cap), -(-n // k)), dtype=np.int64)
+    while (free := np.nonzero(labels < 0)[0]).size:
+        choice = d[free].argmin(axis=1)
+        order = np.lexsort((d[free, choice], choice))
+        asked = choice[order]
+        starts = np.r_[0, np.nonzero(asked[1:] != asked[:-1])[0] + 1]
+        rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        take = rank < room[asked]
+        labels[free[order[take]]] = asked[take]
+        room -= np.bincount(asked[take], minlength=k)
+        d[:, room <= 0] = np.inf
+    return labels, np.linalg.norm(x - c[labels], axis=1)
+
+
 def fit_level(x: np.ndarray | dense_ops.Points, level: Level, n_iter: int, rng: np.random.Generator,
-              resample_strategy: str = "closest", **kmeans_kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One level: (centroids, label per point, distance per point)."""
+              resample_strategy: str = "closest", capacity: float = 0.0,
+              **kmeans_kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One level: (centroids, label per point, distance per point). With `capacity` > 0 a
+    cluster holds at most capacity x (points / k) points (`capped_assign`)."""
     k = max(1, min(level.k, len(x) // 2))  # >= 2 points per cluster on average: small runs stay sane
     centroids = kmeans(x, k, n_iter, rng, **kmeans_kw)
 
     def nearest(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if capacity > 0:
+            rows = x.values().cpu().numpy() if isinstance(x, dense_ops.Points) else x
+            return capped_assign(rows, c, int(np.ceil(capacity * len(rows) / len(c))))
         return dense_ops.nearest(x, c) if isinstance(x, dense_ops.Points) else faiss_ops.nearest(x, c)
 
     labels, dist = nearest(centroids)
@@ -166,10 +194,13 @@ def fit_level(x: np.ndarray | dense_ops.Points, level: Level, n_iter: int, rng: 
 
 def hierarchical_kmeans(x: np.ndarray, levels: list[Level], n_iter: int = 20, seed: int = 0,
                         resample_strategy: str = "closest", normalize: bool = True,
-                        precision: str | None = None, **kmeans_kw) -> Hierarchy:
+                        precision: str | None = None, upper_capacity: float = 0.0,
+                        **kmeans_kw) -> Hierarchy:
     """Fit the hierarchy on `x` ([N, D], any float dtype). With `normalize`, rows are L2-normalised
     first (CLIP embeddings compare by angle). `precision` (dense_ops.PRECISIONS) fits with torch
-    products; None with faiss in float32."""
+    products; None with faiss in float32. `upper_capacity` > 0 caps the clusters of levels 2 and
+    up at that multiple of their mean number of children (`capped_assign`; level 1 is left to
+    the data)."""
     if not levels:
         raise ValueError("hierarchical k-means needs at least one level")
     rng = np.random.default_rng(seed)
@@ -181,7 +212,8 @@ def hierarchical_kmeans(x: np.ndarray, levels: list[Level], n_iter: int = 20, se
     labels = distances = None
     for depth, level in enumerate(levels):
         start = time.perf_counter()
-        c, lab, dist = fit_level(points, level, n_iter, rng, resample_strategy, **kmeans_kw)
+        c, lab, dist = fit_level(points, level, n_iter, rng, resample_strategy,
+                                 upper_capacity if depth > 0 else 0.0, **kmeans_kw)
         seconds.append(round(time.perf_counter() - start, 3))
         if depth == 0:
             labels, distances = lab, dist

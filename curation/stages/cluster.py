@@ -49,6 +49,8 @@ class ClusterConfig(StageConfig):
     fit_points_per_centroid: int = 128  # Lloyd subsample
     # distance products of the fit: "auto" = bfloat16 on a GPU or an AMX CPU, else float32
     precision: str = "auto"
+    # levels 2+: a cluster takes at most this x the mean number of children (0 = plain nearest)
+    upper_capacity: float = 1.2
 
 
 def _assign(batch: pa.Table, centroids: np.ndarray, parents: list[np.ndarray], normalize: bool,
@@ -106,7 +108,7 @@ class ClusterStage(Stage):
         # "greedy-kmeans++": hierarchies fitted before the seeding changed must not be reused
         params = ["greedy-kmeans++", cfg.k, cfg.n_resampling_steps, cfg.sample_size, cfg.n_iter, cfg.resample_strategy,
                   cfg.normalize, cfg.fit_sample_size, cfg.init_points_per_centroid, cfg.fit_points_per_centroid,
-                  dense_ops.resolve(cfg.precision)]  # resolved: "auto" fits differently by hardware
+                  dense_ops.resolve(cfg.precision), cfg.upper_capacity]  # resolved: "auto" differs by hardware
         name = "hierarchy-" + cache.cache_key(ctx.input_fingerprint, params, ctx.seed)
         uri = cache.join(ctx.cache_uri, name)
         stored = cache.load_arrays(uri)
@@ -119,7 +121,8 @@ class ClusterStage(Stage):
             x = np.concatenate([v[m] for v, m in (vectors(b["clip"]) for b in batches)])
             h = hierarchical_kmeans(x, self.levels(), cfg.n_iter, ctx.seed, cfg.resample_strategy, cfg.normalize,
                                     init_points_per_centroid=cfg.init_points_per_centroid,
-                                    fit_points_per_centroid=cfg.fit_points_per_centroid, precision=cfg.precision)
+                                    fit_points_per_centroid=cfg.fit_points_per_centroid, precision=cfg.precision,
+                                    upper_capacity=cfg.upper_capacity)
             stored = {f"centroids_l{i + 1}": c for i, c in enumerate(h.centroids)}
             stored.update({f"parents_l{i + 1}": p for i, p in enumerate(h.parents)})
             cache.save_arrays(uri, stored, {"levels": [len(c) for c in h.centroids], "fitted_on": len(x), **h.stats})

@@ -15,6 +15,7 @@ from curation.clustering.balanced_sampling import (
 )
 from curation.clustering.hierarchical_kmeans import (
     Level,
+    capped_assign,
     closest_per_cluster,
     hierarchical_kmeans,
     kmeans_plusplus,
@@ -104,6 +105,20 @@ def test_dense_kmeans_finds_separated_blobs_and_refills_empty_clusters(precision
     centroids = dense_ops.lloyd(points, start, 10, rng)
     labels, _ = dense_ops.nearest(points, centroids)
     assert len(np.unique(labels)) == 8 and np.abs(centroids).max() < 20
+
+
+def test_capped_assign_respects_the_cap_and_is_nearest_without_one():
+    rng = np.random.default_rng(2)
+    x = np.vstack([rng.standard_normal((150, 4)) * 0.1, rng.standard_normal((50, 4)) * 0.1 + 3])
+    c = np.array([[0, 0, 0, 0], [3, 3, 3, 3], [0.5, 0, 0, 0], [2.5, 3, 3, 3]], dtype=np.float32)
+    exact = np.linalg.norm(x[:, None, :] - c[None], axis=2)
+    free, dist = capped_assign(x, c, cap=len(x))
+    assert (free == exact.argmin(axis=1)).all() and np.allclose(dist, exact.min(axis=1), atol=1e-5)
+    labels, _ = capped_assign(x, c, cap=60)
+    assert np.bincount(labels, minlength=4).max() <= 60
+    # the overflow of the dense blob goes to the other centroid near it, not across the gap
+    assert set(labels[:150].tolist()) <= {0, 2, 3} and (labels[150:] != 0).all()
+    assert capped_assign(x, c, cap=1)[0].size == len(x)  # a cap below n / k is raised to it
 
 
 def test_hierarchy_shapes_resampling_and_determinism():
