@@ -109,6 +109,60 @@ def actor_startup_cpu(names: list[str], overrides: list[str]) -> float:
 from proc_tree import TreeCPU
 
 
+class ActorBusy:
+    """When each chain actor last did work: its CPU seconds sampled every 0.5 s (the tree sampler's
+    pids and names). At the end of a job the actors that ran out of batches wait for the last one;
+    `idle_core_s(end)` adds up those waits, the job's tail."""
+
+    def __init__(self, tree: TreeCPU):
+        import threading
+
+        self.tree, self.series, self.stop = tree, {}, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self.stop.wait(0.5):
+            now = time.perf_counter()
+            for pid, name in list(self.tree.names.items()):
+                if name.startswith("ray::MapWorker"):
+                    try:
+                        t = psutil.Process(pid).cpu_times()
+                    except psutil.Error:
+                        continue
+                    self.series.setdefault(pid, []).append((now, t.user + t.system))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def last_busy(self) -> list[float]:
+        """Per actor, the end of the last 0.5 s interval in which it used at least a quarter of its
+        median share of a core (relative, so a machine loaded by other people's jobs, where a busy
+        actor gets a fraction of a core, still tells busy from idle)."""
+        import itertools
+        import statistics
+
+        out = []
+        for samples in self.series.values():
+            steps = [(t1, (c1 - c0) / (t1 - t0)) for (t0, c0), (t1, c1) in itertools.pairwise(samples)]
+            if not steps:
+                continue
+            floor = max(0.02, statistics.median(r for _, r in steps) / 4)
+            busy = [t for t, r in steps if r >= floor]
+            if busy:
+                out.append(busy[-1])
+        return out
+
+    def idle_core_s(self, end: float) -> float:
+        return sum(max(0.0, end - t) for t in self.last_busy())
+
+
 def actor_pools(cfg, cores: int) -> dict[str, tuple[list[str], int]]:
     """The runner's actor pools for the per-image job on a `cores`-CPU local Ray (none started):
     pool name -> (model stages it loads, actors)."""
@@ -140,7 +194,7 @@ def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int,
     t0, c0 = time.perf_counter(), time.process_time()
     marks: list[tuple[list[str], float]] = []  # (stages of the job, tree CPU s) at each shard done
     job_marks: list[tuple[str, float, int]] = []  # the map job's events: (event, wall s, rows)
-    with TreeCPU() as tree:
+    with TreeCPU() as tree, ActorBusy(tree) as busy:
         def on_event(e: dict) -> None:
             marks.append((e.get("stages", []), tree.seconds + time.process_time() - c0 - tree.own))
             if "detect" in e.get("stages", []) and e.get("event") in ("job_start", "shard_done"):
@@ -166,6 +220,8 @@ def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int,
     after = [r for ev, _, r in job_marks if ev == "shard_done"][1:]
     steady = sum(after) / (done[-1] - done[0]) if len(done) > 2 else float("nan")
     load_during = sum(tree.loads) / max(1, len(tree.loads))
+    # The tail: core-seconds the chain actors sat idle at the end, waiting for the last batch.
+    tail_idle = busy.idle_core_s(done[-1]) if done else float("nan")
     t_end = done[-1] if done else float("inf")
     fed = [min(k, cores) / cores for t, k in tree.runnable if starts and starts[0] <= t <= t_end]
     fed_share = sum(fed) / max(1, len(fed))
@@ -178,6 +234,7 @@ def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int,
            "stage_work_share_of_map_job_cpu": work_share, "cores_fed": fed_share,
            "cpu_efficiency_estimate": work_share * fed_share, "first_shard_s": first_shard_s,
            "steady_img_per_s": steady, "steady_efficiency": steady / implied,
+           "tail_idle_core_s": tail_idle, "tail_share_of_job": tail_idle / (cores * timing["seconds"]),
            "load_avg_during_pipeline": load_during, "pools": {k: v[1] for k, v in pools.items()},
            "actor_startup_cpu_s": startup, "startup_cpu_s": startup_cpu, "cpu_by_process": tree.by_name()}
     print(f"map job {'+'.join(timing.get('fused_with') or [])}: {rows} rows in {timing['seconds']:.1f} s = "
@@ -189,6 +246,8 @@ def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int,
           f"pipeline would show alone on the machine (an estimate; sampler CPU {tree.own:.1f} s left out)")
     print(f"first shard done {first_shard_s:.1f} s after the job started; after it {steady:.2f} img/s = "
           f"{steady / implied:.2f} of implied (steady state)")
+    print(f"tail: chain actors idle {tail_idle:.1f} core-s at the end, waiting for the last batch "
+          f"(= {tail_idle / (cores * timing['seconds']):.3f} of the job's core-seconds)")
     print("actor pools: " + ", ".join(f"{k} x{v[1]}" for k, v in pools.items()) + "; CPU s per actor start-up "
           + ", ".join(f"{k} {v:.1f}" for k, v in startup.items())
           + f" -> {startup_cpu:.1f} CPU s = {startup_cpu / job_cpu:.2f} of the map job's CPU")
@@ -209,6 +268,8 @@ def main() -> None:
                     help="the pipeline reads this many copies of the crawl, to amortise 5 actors' start-up")
     ap.add_argument("--compare-unfused", action="store_true",
                     help="also run the DAG with one actor pool per stage (run.fuse_cpu_stages=false)")
+    ap.add_argument("--compare-in-flight", type=int, metavar="N",
+                    help="also run the fused DAG with N batches in flight per CPU actor (Ray's default: 2)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -271,9 +332,17 @@ def main() -> None:
         layouts = {"fused": "run.fuse_cpu_stages=true"}
         if args.compare_unfused:
             layouts["one pool per stage"] = "run.fuse_cpu_stages=false"
+        if args.compare_in_flight:
+            layouts[f"{args.compare_in_flight} in flight"] = "run.fuse_cpu_stages=true"
+        from curation.runner import map_job
+
+        default_in_flight = map_job.CPU_POOL_TASKS_IN_FLIGHT
         for label, flag in layouts.items():
+            map_job.CPU_POOL_TASKS_IN_FLIGHT = (args.compare_in_flight if label.endswith("in flight")
+                                                else default_in_flight)
             res = run_dag(label, [*OVERRIDES, flag], big, tmp / f"out-{len(summary)}", n * args.copies,
                           stage_cpu * args.copies, implied, results, cores)
+            res["cpu_tasks_in_flight"] = map_job.CPU_POOL_TASKS_IN_FLIGHT
             res["of_no_ray_ceiling"] = res["achieved_img_per_s"] / ceiling["img_per_s"]
             summary[label] = res
             print(f"  -> {label}: efficiency {res['efficiency']:.2f}; achieved / no-Ray ceiling "

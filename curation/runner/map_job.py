@@ -68,7 +68,9 @@ def run_map_job(ctx: RunContext, stages: list[Stage], base: str, shards: list[st
         common = {"batch_size": res.batch_size, "batch_format": "pyarrow", "num_cpus": p.num_cpus}
         if p.num_gpus:
             common["num_gpus"] = p.num_gpus
-        pool = {"compute": ActorPoolStrategy(min_size=p.pool_min, max_size=p.pool_max),
+        in_flight = None if p.num_gpus else CPU_POOL_TASKS_IN_FLIGHT  # a GPU actor keeps a batch queued
+        pool = {"compute": ActorPoolStrategy(min_size=p.pool_min, max_size=p.pool_max,
+                                             max_tasks_in_flight_per_actor=in_flight),
                 **actor_remote_args(cfg.run.actor_env)}
         if isinstance(u, StageGroup):
             members = [(type(s), early_rules(s, cfg), s.effective_resources().batch_size) for s in u.stages]
@@ -83,6 +85,12 @@ def run_map_job(ctx: RunContext, stages: list[Stage], base: str, shards: list[st
                                    "produces": {s.name: list(s.produces) for s in stages}})
     collect(ctx, ds, job_names, expected, all_at_end=False)
 
+
+# A CPU actor is handed its next batch only when it has finished one. With Ray's default (2 in
+# flight) the batches left when the input runs out sit in busy actors' queues while another actor
+# idles: a chain batch is seconds to tens of seconds of one core, and the job ends up to a batch
+# or two later than its work allows. Handing a batch over takes milliseconds.
+CPU_POOL_TASKS_IN_FLIGHT = 1
 
 _RUNNERS: dict[tuple, StageRunner] = {}
 
