@@ -46,6 +46,12 @@ class FailureWatch:
         self.best_mae, self.since_best = math.inf, 0
         self.active: set[str] = set()
 
+    def new_phase(self, targets_per_step: int) -> None:
+        """A new data phase (other crops, other batch): the MAE loss starts a new scale, and the
+        MI ceiling follows the batch."""
+        self.targets_per_step = targets_per_step
+        self.best_mae, self.since_best = math.inf, 0
+
     def check(self, step: int, metrics: dict[str, float]) -> tuple[list[str], list[str]]:
         """(warnings that hold now, messages for those that just started to hold)."""
         if step <= self.warmup_steps:

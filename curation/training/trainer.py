@@ -106,6 +106,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True) -> l
             batches = run.batches(shards, PretrainViews(_crops(data)), data)  # from the current position
             images_per_step = data.batch_size * t.accum_steps * info.world_size
             tokens_per_step = images_per_step * tokens_per_image(data, backbone.token_stride)
+            watch.new_phase(2 * data.batch_size)
             if phase == "final":
                 h, w = (round(s * cfg.mae.output_scale) for s in data.global_size)
                 run.message(f"step {step}: final phase, global crops {data.global_size}, MAE output {h}x{w}")
