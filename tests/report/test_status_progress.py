@@ -61,7 +61,8 @@ def test_shard_events_add_up_to_the_ledger(report_run):
     shard = [e["counts"]["shard"] for e in events if e["event"] == "shard_done" and e["stages"] == ["shard"]]
     assert sum(c["kept"] for c in shard) == ledger["shards"]["samples"]
     starts = [e["stages"] for e in events if e["event"] == "job_start"]
-    assert starts == [["ingest"], ["decode", "embed", "quality", "filter"], ["phash"], ["cluster"], ["sample"], ["shard"]]
+    assert starts == [["ingest"], ["decode", "embed", "quality", "filter"], ["phash"], ["cluster"], ["sample"],
+                      ["shard"]]
 
 
 def test_line_progress_prints_a_summary_line_per_stage(report_run):
