@@ -212,8 +212,13 @@ def hierarchical_kmeans(x: np.ndarray, levels: list[Level], n_iter: int = 20, se
     labels = distances = None
     for depth, level in enumerate(levels):
         start = time.perf_counter()
+        # children are comparable units only where the level below was resampled (its centroids
+        # spread over the support); unresampled, a dense concept holds many of them, and the
+        # level above must gather them, not spread them out
+        below = levels[depth - 1] if depth > 0 else None
+        capped = below is not None and below.sample_size > 1 and below.n_resampling_steps > 0
         c, lab, dist = fit_level(points, level, n_iter, rng, resample_strategy,
-                                 upper_capacity if depth > 0 else 0.0, **kmeans_kw)
+                                 upper_capacity if capped else 0.0, **kmeans_kw)
         seconds.append(round(time.perf_counter() - start, 3))
         if depth == 0:
             labels, distances = lab, dist
