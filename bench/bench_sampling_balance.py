@@ -4,6 +4,10 @@ fit + assignment + sampling.
 
     python bench/bench_sampling_balance.py                   # 200k x 256, two-level and flat data
     python bench/bench_sampling_balance.py --data two-level --scale 1m
+    python bench/bench_sampling_balance.py --threads 1 --upper-capacity 0 --precision float32
+
+Fit options default to the cluster stage's (ClusterConfig): --precision (bfloat16 products where
+fast), --fit-points-per-centroid (Lloyd subsample), --upper-capacity (capped levels 2+).
 
 Data (curation.clustering.synthetic): unit vectors from 500 Gaussian components with power-law
 sizes (largest/smallest = 200); "two-level" draws the component centres around 20 group centres,
