@@ -16,9 +16,12 @@ Labels and distances come from that product.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where used: loading the config must not load torch
+    import torch
 
 from curation.clustering import faiss_ops
 
@@ -28,6 +31,8 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 def fast_bfloat16() -> bool:
     """True where bfloat16 products are fast: a GPU, or a CPU with AMX tiles."""
+    import torch
+
     if torch.cuda.is_available():
         return True
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
@@ -43,12 +48,16 @@ def resolve(precision: str) -> str:
 
 
 def _device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @contextmanager
 def torch_threads(n: int | None):
     """Run a block on n torch threads (None: leave as is), restoring the count after."""
+    import torch
+
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -64,11 +73,14 @@ class Points:
     subsets (`take`) index it, and the values for centroid means are read back from it."""
 
     def __init__(self, rows: torch.Tensor, dim: int):
+
         self.rows, self.dim, self.dtype = rows, dim, rows.dtype
         self._centres: torch.Tensor | None = None
 
     @classmethod
     def from_array(cls, x: np.ndarray, precision: str, normalize: bool = False, chunk_rows: int = 65536) -> Points:
+        import torch
+
         dtype = torch.bfloat16 if resolve(precision) == "bfloat16" else torch.float32
         n, d = x.shape
         rows = torch.empty((n, _width(d)), dtype=dtype, device=_device())
@@ -83,6 +95,8 @@ class Points:
         return len(self.rows)
 
     def take(self, index: np.ndarray) -> Points:
+        import torch
+
         return Points(self.rows[torch.from_numpy(np.asarray(index, dtype=np.int64)).to(self.rows.device)], self.dim)
 
     def values(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
@@ -102,6 +116,8 @@ def _width(d: int) -> int:
 
 def augment(v: torch.Tensor, dtype: torch.dtype, as_centres: bool) -> torch.Tensor:
     """[n, D] float32 -> [n, D'] rows whose products give half squared distances (module doc)."""
+    import torch
+
     n, d = v.shape
     out = torch.zeros((n, _width(d)), dtype=dtype, device=v.device)
     rounded = v.to(dtype)
@@ -119,6 +135,8 @@ def augment(v: torch.Tensor, dtype: torch.dtype, as_centres: bool) -> torch.Tens
 def assign(points: Points, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(nearest centre int64 [n], half its squared distance float32 [n]) of every point;
     centres = augmented rows (`augment`)."""
+    import torch
+
     labels = torch.empty(len(points), dtype=torch.int64, device=points.rows.device)
     half_d2 = torch.empty(len(points), dtype=torch.float32, device=points.rows.device)
     # one score buffer for every chunk: a fresh [8192, k] tensor per chunk is a fresh mmap, and
@@ -143,6 +161,8 @@ def assign(points: Points, centres: torch.Tensor) -> tuple[torch.Tensor, torch.T
 def nearest(points: Points, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(nearest centroid int64 [N], its Euclidean distance float32 [N]). In bfloat16 the
     distance carries the product's rounding (2^-9 of d^2): enough to rank a cluster's points."""
+    import torch
+
     c = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).to(points.rows.device)
     labels, half_d2 = assign(points, augment(c, points.dtype, as_centres=True))
     return labels.cpu().numpy(), half_d2.clamp_(min=0).mul_(2).sqrt_().cpu().numpy()
@@ -152,6 +172,7 @@ def nearest_rows(x: np.ndarray, centroids: np.ndarray, precision: str, normalize
                  chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """`nearest` for rows of any float dtype, a chunk at a time (the stage's assignment map);
     faiss where the products are float32 (its search is faster than torch's there)."""
+
     if resolve(precision) == "float32":
         return faiss_ops.nearest(x, centroids, normalize=normalize)
     labels = np.empty(len(x), dtype=np.int64)
@@ -166,6 +187,8 @@ def nearest_rows(x: np.ndarray, centroids: np.ndarray, precision: str, normalize
 def lloyd(points: Points, centroids: np.ndarray, n_iter: int, rng: np.random.Generator) -> np.ndarray:
     """Lloyd iterations from `centroids`. An emptied cluster takes over half of a cluster drawn
     by size (its centroid nudged apart from that one's), as faiss does."""
+    import torch
+
     c = torch.from_numpy(np.array(centroids, dtype=np.float32)).to(points.rows.device)
     k, d = c.shape
     for _ in range(n_iter):
@@ -189,6 +212,8 @@ def lloyd(points: Points, centroids: np.ndarray, n_iter: int, rng: np.random.Gen
 
 def greedy_seeds(points: Points, k: int, rng: np.random.Generator, n_trials: int | None) -> np.ndarray:
     """Greedy k-means++ (see hierarchical_kmeans.kmeans_plusplus) on `points`: [k, D] float32."""
+    import torch
+
     n = len(points)
     trials = max(1, 2 + int(np.log(k)) if n_trials is None else int(n_trials))
     cand = points.as_centres
