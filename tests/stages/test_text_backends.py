@@ -89,14 +89,15 @@ def test_batches_never_change_an_answer(photos):
 
 
 def test_the_stage_picks_torch_on_a_gpu_and_onnxruntime_on_the_cpu(monkeypatch):
-    from curation.models import device, ocr
+    from curation.models import ocr
 
     built = {}
     monkeypatch.setattr(ocr, "OverlayTextDetector", lambda **kw: built.update(kw))
-    monkeypatch.setattr(device, "torch_device", lambda preference=None: "cuda")
+    # ModelStage.device() is where a stage learns what Ray gave it (models/device.py decides)
+    monkeypatch.setattr(TextStage, "device", lambda self: "cuda")
     TextStage(load_config(None, [])).setup()
     assert (built["backend"], built["device"], built["det_batch"], built["rec_batch"]) == ("torch", "cuda", 16, 64)
-    monkeypatch.setattr(device, "torch_device", lambda preference=None: "cpu")
+    monkeypatch.setattr(TextStage, "device", lambda self: "cpu")
     TextStage(load_config(None, [])).setup()
     assert (built["backend"], built["device"], built["det_batch"], built["rec_batch"]) == ("onnxruntime", "cpu", 1, 6)
 
