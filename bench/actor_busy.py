@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import time
 
-from proc_tree import TreeCPU
+from proc_tree import BackgroundSampler, TreeCPU
 
 
-class ActorBusy:
+class ActorBusy(BackgroundSampler):
     """When each chain actor last did work: its CPU seconds sampled every 0.5 s (the tree sampler's
     pids and names). At the end of a job the actors that ran out of batches wait for the last one;
     `idle_core_s(end)` adds up those waits, the job's tail."""
 
     def __init__(self, tree: TreeCPU):
-        import threading
-
-        self.tree, self.series, self.stop = tree, {}, threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
+        self.tree, self.series = tree, {}
 
     def _run(self) -> None:
         import psutil
@@ -30,14 +28,6 @@ class ActorBusy:
                     except psutil.Error:
                         continue
                     self.series.setdefault(pid, []).append((now, t.user + t.system))
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
     def last_busy(self) -> list[float]:
         """Per actor, the end of the last 0.5 s interval in which it used at least a quarter of its

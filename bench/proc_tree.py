@@ -9,7 +9,26 @@ import time
 from pathlib import Path
 
 
-class TreeCPU:
+class BackgroundSampler:
+    """A sampling thread (`self._run`, stopped by `self.stop`) for the length of a `with` block."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise TypeError(f"{type(self).__name__} defines no _run()")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+class TreeCPU(BackgroundSampler):
     """CPU seconds of this process's descendants (Ray's raylet, GCS, workers), sampled every 0.25 s
     so that workers which exit before the end are still counted (up to one interval lost each)."""
 
@@ -19,8 +38,7 @@ class TreeCPU:
         self.me = psutil.Process()
         self.last: dict[int, float] = {}
         self.names: dict[int, str] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
         self.loads: list[float] = []  # 1-minute load average, sampled every ~5 s
         # (wall s, threads of the run in state R): runnable = running or waiting for a core, so
         # min(R, cores) / cores is how well the pipeline keeps the cores fed, whatever other
@@ -68,14 +86,6 @@ class TreeCPU:
                     continue
             self.own += time.thread_time() - c0
             self.stop.wait(0.25)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
     @property
     def seconds(self) -> float:
