@@ -51,9 +51,10 @@ class ShardLedger:
     """The driver loop of every job: announce it, write each finished shard's completion records
     and report progress, then record the job's timing for the ledger's throughput figures."""
 
-    def __init__(self, ctx: RunContext, stages: list[str], total: int, rows: int | None):
+    def __init__(self, ctx: RunContext, stages: list[str], total: int, rows: int | None, done: int = 0):
+        """`done`: shards of this job finished by an earlier run (progress counts them as done)."""
         self.ctx, self.stages, self.total = ctx, stages, total
-        self.done, self.rows, self.t0 = 0, 0, time.perf_counter()
+        self.done, self.rows, self.t0 = done, 0, time.perf_counter()
         # Lets a progress display show the job (and its totals, for an ETA) before its first shard ends.
         ctx.emit({"event": "job_start", "stages": stages, "total": total, "rows": rows})
 

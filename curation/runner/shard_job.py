@@ -54,8 +54,7 @@ def run_shard(ctx: RunContext, stages: list[ShardStage]) -> None:
         recs = {it["shard"]: it["records"] for it in job_items(store, shards, prev, sources)}
         items.append({"tar": f"{i:06d}", "slices": json.dumps(slices), "records": json.dumps(recs)})
     if items:
-        ledger = ShardLedger(ctx, [stage.name], len(tars), None)
-        ledger.done = len(done)
+        ledger = ShardLedger(ctx, [stage.name], len(tars), None, done=len(done))
         p = stage.params
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(write_tar, batch_size=1, batch_format="pyarrow", num_cpus=1.0,
