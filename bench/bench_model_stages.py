@@ -202,7 +202,24 @@ def run_dag(label: str, overrides: list[str], crawl: Path, out: Path, rows: int,
           f"(= {job_cpu / timing['seconds']:.2f} of {cores} cores on average) -> stage work is "
           f"{work_share:.2f} of the map job's CPU (whole run incl. ingest, shard, Ray: {run_cpu:.1f} s)")
     print("CPU s by process: " + ", ".join(f"{k} {v:.1f}" for k, v in tree.by_name().items() if v >= 1.0))
+    res["core_seconds"] = gap = core_seconds(cores * timing["seconds"], stage_cpu, startup_cpu, tail_idle, job_cpu,
+                                              tree.by_name())
+    print("where the map job's core-seconds went: " + ", ".join(f"{k} {v:.2f}" for k, v in gap.items()))
     return res
+
+
+def core_seconds(total: float, stage_cpu: float, startup_cpu: float, tail_idle: float, job_cpu: float,
+                 by_name: dict[str, float]) -> dict[str, float]:
+    """Shares of the map job's core-seconds (cores x wall): the stages' work as timed alone (the
+    efficiency itself), the actors' start-up, their CPU beyond both (contention for caches and memory
+    bandwidth, plus the plumbing inside the actor), Ray's and the loader's/writer's processes, the
+    tail, and what is left: cores not fed (or taken by other people's jobs)."""
+    actors = sum(v for k, v in by_name.items() if k.startswith("ray::MapWorker"))
+    parts = {"stage work": stage_cpu, "actor start-up": startup_cpu,
+             "actors beyond both": actors - startup_cpu - stage_cpu, "Ray and loader/writer": job_cpu - actors,
+             "tail": tail_idle}
+    parts["unfed"] = total - sum(parts.values())
+    return {k: v / total for k, v in parts.items()}
 
 
 def main() -> None:
