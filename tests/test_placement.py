@@ -127,6 +127,25 @@ def test_measured_costs_from_a_gpu_node_resize_the_pools(monkeypatch, tmp_path):
     assert after["headpose"].pool_max < before["headpose"].pool_max
 
 
+@pytest.mark.parametrize("content", ["{not json", '{"stages": {"text": {"device": "cuda", "ms_per_img": 0}}}',
+                                     '{"stages": {"text": {"device": "cuda"}}}', "[1, 2]"])
+def test_a_bad_costs_file_stops_the_run_before_any_work(monkeypatch, tmp_path, content):
+    from curation.config import ConfigError
+    from curation.runner.pipeline import run_pipeline
+    from curation.stages.dag import load_config
+
+    (tmp_path / "costs.json").write_text(content)
+    monkeypatch.setenv("CURATE_STAGE_COSTS", str(tmp_path / "costs.json"))
+    (tmp_path / "crawl").mkdir()
+    cfg = load_config(None, ["run.stages=[ingest,decode]", "filters.min_person_short_side=null"])
+    with pytest.raises(ConfigError, match="CURATE_STAGE_COSTS=.*costs.json: not a bench/gpu_model_stages.py"):
+        run_pipeline(cfg, str(tmp_path / "crawl"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setenv("CURATE_STAGE_COSTS", str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match="missing.json"):
+        run_pipeline(cfg, str(tmp_path / "crawl"), str(tmp_path / "out"))
+
+
 def test_stages_without_a_cost_hint_get_equal_pools(monkeypatch):
     monkeypatch.setattr(ray_runtime, "cluster_totals", lambda: (16.0, 0.0))
     cfg = load_config(None, [])

@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from curation.config import ConfigError
+
 
 @dataclass(frozen=True)
 class GpuActorCost:
@@ -49,11 +51,23 @@ def gpu_actor_costs() -> dict[str, GpuActorCost]:
     path = os.environ.get("CURATE_STAGE_COSTS")
     if not path:
         return costs
-    data = json.loads(Path(path).read_text())
-    for name, split in (data.get("host_split") or {}).items():
-        if split.get("host_ms") is not None:
-            costs[name] = replace(costs.get(name, GpuActorCost(0.0)), host_s=split["host_ms"] / 1000)
-    for name, r in (data.get("stages") or {}).items():
-        if r.get("device") == "cuda":
-            costs[name] = replace(costs.get(name, GpuActorCost(0.0)), actor_s=r["ms_per_img"] / 1000)
+    try:
+        data = json.loads(Path(path).read_text())
+        for name, split in (data.get("host_split") or {}).items():
+            if split.get("host_ms") is not None:
+                costs[name] = replace(costs.get(name, GpuActorCost(0.0)), host_s=_seconds(split["host_ms"]))
+        for name, r in (data.get("stages") or {}).items():
+            if r.get("device") == "cuda":
+                costs[name] = replace(costs.get(name, GpuActorCost(0.0)), actor_s=_seconds(r["ms_per_img"]))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"CURATE_STAGE_COSTS={path}: not a bench/gpu_model_stages.py --json file "
+                          f"({type(exc).__name__}: {exc})") from None
     return costs
+
+
+def _seconds(ms: object) -> float:
+    """A measured ms figure as seconds; a pool sized by zero, negative or NaN time would be wrong."""
+    value = float(ms)  # type: ignore[arg-type]
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{ms!r} ms per image")
+    return value / 1000

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from curation.config import Config, ConfigError
+from curation.models.costs import gpu_actor_costs
 from curation.models.weights import resolve
 from curation.runner.global_job import run_global_stage
 from curation.runner.ingest_job import run_ingest
@@ -47,6 +48,7 @@ def run_pipeline(cfg: Config, input_uri: str, output_uri: str, stage: str | None
             raise ConfigError(f"stage {stage!r} is not in run.stages ({', '.join(names)})")
     stages = [get_stage(n)(cfg) for n in ([stage] if stage else names)]
     check_filters(cfg, names)
+    gpu_actor_costs()  # a bad $CURATE_STAGE_COSTS file stops the run here, not in the map job
     # One error naming every missing weight file of the stages run now, not one stage's at a time.
     resolve([w for s in stages for w in getattr(s, "weight_files", list)()])
     for s in stages:
