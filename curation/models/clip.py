@@ -67,7 +67,7 @@ class ClipModel:
         return next((m for k, m in list(_BUILT.items()) if k[:3] == key and k[4] == seed), None)
 
     def __init__(self, model: str, pretrained: str, path: str | None, device: str = "cpu", seed: int = 0,
-                 image_tower: bool = True):
+                 image_tower: bool = True, text_tower: bool = True):
         import open_clip
 
         from curation.models.device import seeded
@@ -83,11 +83,14 @@ class ClipModel:
         self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
         if not image_tower:
             net.visual = None  # quality needs text only: free the image tower, and it cannot run
+        self.text_tower = text_tower
+        if not text_tower:
+            _drop_text_tower(net)  # embed needs images only (once quality's prompts are cached)
         self.model = net.eval().to(device)
         self.tokenizer = open_clip.get_tokenizer(model)
         self.device = device
         self.dim = embed_dim(model)
-        if image_tower:
+        if image_tower and text_tower:
             _BUILT[(model, pretrained, None if path is None else str(path), device, seed)] = self
 
     def _autocast(self):
@@ -111,6 +114,9 @@ class ClipModel:
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         import torch
 
+        if not self.text_tower:
+            raise RuntimeError("this CLIP model was built without its text tower (text_tower=False)")
+
         tokens = self.tokenizer(texts).to(self.device)
         with torch.inference_mode(), self._autocast():
             f = self.model.encode_text(tokens).float()
@@ -119,3 +125,14 @@ class ClipModel:
     @property
     def logit_scale(self) -> float:
         return float(self.model.logit_scale.exp().item())
+
+
+def _drop_text_tower(net) -> None:
+    """Free an open_clip model's text tower (ViT-B-32: 63M parameters, ~250 MB in float32), so that
+    `encode_text` cannot run. CLIP keeps it in attributes of its own, CustomTextCLIP as `text`."""
+    if hasattr(net, "text"):
+        net.text = None
+        return
+    for name in ("transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection",
+                 "attn_mask"):
+        setattr(net, name, None)

@@ -55,6 +55,11 @@ def cache_key(model: str, pretrained: str, path: str | None, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def cache_file(model: str, pretrained: str, path: str | None, seed: int) -> Path:
+    """Where the class embeddings of these CLIP weights are kept (they may not be there yet)."""
+    return cache_dir() / "realism" / f"{cache_key(model, pretrained, path, seed)}.npz"
+
+
 def embed_classes(clip) -> tuple[np.ndarray, float]:
     """([C, D] unit class embeddings, "photo" first; CLIP's logit scale) through `clip`'s text tower."""
     prompts = [[t.format(p) for p in phrasings for t in REALISM_TEMPLATES] for phrasings in REALISM_CLASSES.values()]
@@ -73,7 +78,7 @@ def class_embeddings(model: str, pretrained: str, path: str | None, seed: int) -
     here; what is computed is cached for the next actor. An unwritable cache only logs."""
     from curation.models.clip import ClipModel
 
-    file = cache_dir() / "realism" / f"{cache_key(model, pretrained, path, seed)}.npz"
+    file = cache_file(model, pretrained, path, seed)
     try:
         with np.load(file) as z:
             return z["classes"].astype(np.float32), float(z["scale"])

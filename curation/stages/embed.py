@@ -54,9 +54,15 @@ class EmbedStage(ModelStage):
         clip_models.check_model(self.params.model, self.params.pretrained, "embed")
 
     def load(self, found: dict[str, Any], threads: int) -> None:
-        c = self.params
-        self.model = clip_models.ClipModel(c.model, c.pretrained, self.weight_path(found), device=self.device(),
-                                           seed=self.config.run.seed)
+        from curation.models.realism import cache_file
+
+        c, path, seed = self.params, self.weight_path(found), self.config.run.seed
+        # The text tower serves only `quality`'s prompts, when it shares this actor and they are not
+        # cached yet (the driver's quality.check() caches them, so on one node they always are):
+        # dropped otherwise, ~250 MB less per actor for ViT-B-32 (docs/benchmarks.md).
+        text_tower = not cache_file(c.model, c.pretrained, path, seed).is_file()
+        self.model = clip_models.ClipModel(c.model, c.pretrained, path, device=self.device(), seed=seed,
+                                           text_tower=text_tower)
 
     def process(self, table: pa.Table) -> dict[str, Any]:
         from PIL import Image

@@ -80,10 +80,39 @@ def test_quality_scores_come_from_stored_vectors_without_running_clip(quality_st
     assert aes == pytest.approx((v @ lin.weight.detach().numpy().T + lin.bias.detach().numpy()).ravel(), abs=1e-4)
 
 
-def test_quality_text_tower_is_the_same_random_clip_as_embed(embed_stage, quality_stage):
+def test_quality_text_tower_is_the_same_random_clip_as_embed(embed_stage, quality_stage, photos):
     """`weights: random` is seeded: quality's text embeddings live in embed's (random) space."""
-    same = RealismScorer(*embed_classes(embed_stage.model))
+    from PIL import Image
+
+    p = embed_stage.params  # embed's model may have dropped its text tower: build the whole one again
+    whole = ClipModel(p.model, p.pretrained, None, seed=embed_stage.config.run.seed)
+    image = [Image.fromarray(photos["coffee"])]
+    assert whole.encode_images(image) == pytest.approx(embed_stage.model.encode_images(image), abs=1e-6)
+    same = RealismScorer(*embed_classes(whole))
     assert same.classes == pytest.approx(quality_stage.realism.classes, abs=1e-5)
+
+
+def test_embed_drops_the_text_tower_once_qualitys_prompts_are_cached(monkeypatch, tmp_path, photos):
+    from curation.stages.dag import get_stage
+
+    monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))  # nothing cached yet
+    cfg = load_config(None, ["embed.weights=random", "quality.weights=random"])
+    cold = get_stage("embed")(cfg)
+    cold.setup()
+    assert cold.model.model.transformer is not None  # a fused quality may need it for its prompts
+    get_stage("quality")(cfg).setup()  # caches the prompts' class embeddings
+    warm = get_stage("embed")(cfg)
+    warm.setup()
+    assert warm.model.model.transformer is None and warm.model.model.token_embedding is None
+    with pytest.raises(RuntimeError, match="without its text tower"):
+        warm.model.encode_texts(["a photo"])
+
+    def params(stage):
+        return sum(t.numel() for t in stage.model.model.parameters())
+
+    assert params(cold) - params(warm) > 30_000_000  # ViT-B-32's text tower: 63M
+    table = image_table([jpeg(photos[n]) for n in ["astronaut", "bus"]])
+    assert warm.process(table)["clip"].equals(cold.process(table)["clip"])  # the image tower is untouched
 
 
 def test_quality_rejects_a_null_vector_row_alone(quality_stage, embedded):
